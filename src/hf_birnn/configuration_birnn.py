@@ -1,0 +1,91 @@
+"""BiRNN model configuration."""
+
+from huggingface_hub.dataclasses import strict
+from transformers import PreTrainedConfig
+
+CELL_TYPES = ("rnn", "gru", "lstm")
+NONLINEARITIES = ("tanh", "relu")
+
+
+@strict
+class BiRNNConfig(PreTrainedConfig):
+    r"""
+    Configuration of a (deep) bidirectional recurrent network: embeddings followed by `num_hidden_layers` layers,
+    each running a forward and a backward recurrent cell over the sequence and concatenating their states,
+    `H_t = [H→_t ; H←_t]`. The config is the single source of truth for every shape in the model.
+
+    Args:
+        vocab_size (`int`, defaults to 30000): number of token ids the embedding table holds.
+        embedding_size (`int`, defaults to 128): width of the token embeddings (the first layer's input size).
+        hidden_size (`int`, defaults to 256): hidden units of the forward direction.
+        backward_hidden_size (`int`, *optional*): hidden units of the backward direction; defaults to `hidden_size`.
+        num_hidden_layers (`int`, defaults to 2): number of stacked bidirectional layers.
+        cell_type (`str`, defaults to `"lstm"`): `"rnn"`, `"gru"` or `"lstm"`.
+        nonlinearity (`str`, defaults to `"tanh"`): φ of the plain RNN cell, `"tanh"` or `"relu"`.
+        bidirectional (`bool`, defaults to `True`): run the backward direction too.
+        embedding_dropout (`float`, defaults to 0.1): dropout on the embeddings.
+        hidden_dropout (`float`, defaults to 0.1): dropout between stacked layers.
+        classifier_dropout (`float`, defaults to 0.1): dropout before a task head.
+        initializer_range (`float`, defaults to 0.02): std of the normal init of embeddings and linear layers.
+        use_crf (`bool`, defaults to `False`): token classification decodes with a linear-chain CRF.
+
+    Example:
+
+    ```python
+    >>> from hf_birnn import BiRNNConfig, BiRNNModel
+    >>> config = BiRNNConfig(vocab_size=1000, hidden_size=64, backward_hidden_size=32, cell_type="gru")
+    >>> model = BiRNNModel(config)
+    >>> config.output_size
+    96
+    ```"""
+
+    model_type = "birnn"
+
+    vocab_size: int = 30000
+    embedding_size: int = 128
+    hidden_size: int = 256
+    backward_hidden_size: int | None = None
+    num_hidden_layers: int = 2
+    cell_type: str = "lstm"
+    nonlinearity: str = "tanh"
+    bidirectional: bool = True
+    embedding_dropout: float | int = 0.1
+    hidden_dropout: float | int = 0.1
+    classifier_dropout: float | int = 0.1
+    pad_token_id: int | None = 0
+    initializer_range: float = 0.02
+    tie_word_embeddings: bool = True
+    use_crf: bool = False
+
+    def __post_init__(self, **kwargs):
+        if self.backward_hidden_size is None:
+            self.backward_hidden_size = self.hidden_size
+        self._check_fields()
+        super().__post_init__(**kwargs)
+
+    def _check_fields(self) -> None:
+        """Raise a `ValueError` that names the field and what it accepts; strict typing alone lets these through."""
+        if self.cell_type not in CELL_TYPES:
+            raise ValueError(f"`cell_type` must be one of {CELL_TYPES}, got {self.cell_type!r}.")
+        if self.nonlinearity not in NONLINEARITIES:
+            raise ValueError(f"`nonlinearity` must be one of {NONLINEARITIES}, got {self.nonlinearity!r}.")
+        for name in ("vocab_size", "embedding_size", "hidden_size", "backward_hidden_size", "num_hidden_layers"):
+            value = getattr(self, name)
+            if value < 1:
+                raise ValueError(f"`{name}` must be a positive integer, got {value}.")
+        for name in ("embedding_dropout", "hidden_dropout", "classifier_dropout"):
+            value = getattr(self, name)
+            if not 0 <= value < 1:
+                raise ValueError(f"`{name}` must be a probability in [0, 1), got {value}.")
+        if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:
+            raise ValueError(
+                f"`pad_token_id` must be None or in [0, vocab_size={self.vocab_size}), got {self.pad_token_id}."
+            )
+
+    @property
+    def output_size(self) -> int:
+        """Width of `H_t`: forward plus backward hidden units (forward only when not bidirectional)."""
+        return self.hidden_size + (self.backward_hidden_size if self.bidirectional else 0)
+
+
+__all__ = ["BiRNNConfig"]
