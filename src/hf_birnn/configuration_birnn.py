@@ -1,5 +1,7 @@
 """BiRNN model configuration."""
 
+from typing import Any
+
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
@@ -56,6 +58,18 @@ class BiRNNConfig(PreTrainedConfig):
     initializer_range: float = 0.02
     tie_word_embeddings: bool = True
     use_crf: bool = False
+
+    @classmethod
+    def from_dict(cls, config_dict: dict[str, Any], **kwargs) -> "BiRNNConfig":
+        """Refuse another model's config (e.g. a BERT `config.json` in the folder): transformers only warns, and the
+        fields that share names would build a BiRNN that silently ignores the checkpoint's weights."""
+        model_type = config_dict.get("model_type", cls.model_type)
+        if model_type != cls.model_type:
+            raise ValueError(
+                f"This is a config for model type {model_type!r}, not {cls.model_type!r}: load it with its own model "
+                "class (or an Auto class), or build a BiRNN from `BiRNNConfig(...)`."
+            )
+        return super().from_dict(config_dict, **kwargs)
 
     def __post_init__(self, **kwargs):
         if self.backward_hidden_size is None:

@@ -9,9 +9,11 @@ Each layer computes, for every step t of a sequence of inputs X_t,
 and a task head reads H_t of the last layer (token classification: O_t = H_t W_hq + b_q).
 """
 
+import os
 from dataclasses import dataclass
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
@@ -161,6 +163,27 @@ class BiRNNPreTrainedModel(PreTrainedModel):
     main_input_name = "input_ids"
     _no_split_modules = ["BiRNNLayer"]
 
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike | None,
+        *model_args,
+        use_safetensors: bool | None = None,
+        **kwargs,
+    ) -> "BiRNNPreTrainedModel":
+        """Load weights from safetensors only, never by unpickling: where a folder has no `model.safetensors`,
+        transformers would `torch.load` a `pytorch_model.bin`; here it raises an `OSError` naming the missing file.
+        A `model.safetensors` that cannot be read (truncated, corrupted) raises an `OSError` naming the folder."""
+        if use_safetensors is False:
+            raise ValueError("BiRNN models load weights from safetensors only; `use_safetensors=False` is refused.")
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *model_args, use_safetensors=True, **kwargs)
+        except SafetensorError as error:
+            raise OSError(
+                f"Cannot read the safetensors weights in {pretrained_model_name_or_path} (model.safetensors or a "
+                f"shard of it is truncated or corrupted): {error}"
+            ) from error
+
     def _init_weights(self, module: nn.Module) -> None:
         """transformers' default covers `nn.LSTM` only; here every cell gets Xavier input weights, orthogonal
         recurrent weights (which keep the state's norm through time) and zero biases, with LSTM forget-gate biases
@@ -261,12 +284,17 @@ class BiRNNModel(BiRNNPreTrainedModel):
 
         if inputs_embeds is None:
             inputs_embeds = self.embeddings(input_ids)
+        num_steps = inputs_embeds.size(1)
+        if num_steps == 0:  # e.g. "" through a tokenizer without special tokens; nn.RNN refuses empty sequences, so
+            # one padding step (whose outputs are zeros) runs instead and `restore` cuts it off again
+            inputs_embeds = nn.functional.pad(inputs_embeds, (0, 0, 0, 1))
+            attention_mask = inputs_embeds.new_zeros(inputs_embeds.shape[:2])
         batch_size, seq_len, _ = inputs_embeds.shape
         layout = SpanLayout.from_attention_mask(attention_mask, batch_size, seq_len, inputs_embeds.device)
         real_steps = layout.aligned_mask(seq_len).to(inputs_embeds.dtype)  # (batch, seq_len, 1)
 
         def restore(aligned: torch.Tensor) -> torch.Tensor:
-            return gather_steps(aligned * real_steps, layout.restore_index)
+            return gather_steps(aligned * real_steps, layout.restore_index)[:, :num_steps]
 
         hidden_states = gather_steps(self.embedding_dropout(inputs_embeds), layout.align_index)
         all_hidden_states = (restore(hidden_states),) if output_hidden_states else None
@@ -405,6 +433,11 @@ class BiRNNForMaskedLM(BiRNNPreTrainedModel):
 
 class BiRNNForSequenceClassification(BiRNNPreTrainedModel):
     """Classifies a whole sequence from the pooled [H→_T ; H←_1]: the seed's sentence classifier."""
+
+    # The regression and multi-label losses are batch means that ignore `num_items_in_batch`, so Trainer's
+    # multiplying the loss by the number of processes would double them under DDP. One label per row makes the
+    # per-process mean, averaged by DDP, already the global mean.
+    accepts_loss_kwargs = False
 
     def __init__(self, config: BiRNNConfig):
         super().__init__(config)
