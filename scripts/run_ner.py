@@ -1,0 +1,386 @@
+#!/usr/bin/env python
+"""Train, evaluate, save and serve a BiRNN named-entity tagger with `transformers.Trainer`.
+
+With no arguments it trains on WNUT-17 (embedded in `data/wnut17`, CC BY 4.0) and writes `outputs/wnut17-birnn`.
+Flags follow transformers' `examples/pytorch/token-classification/run_ner.py` where they make sense:
+
+    python scripts/run_ner.py --train_file eng.train --validation_file eng.testa --test_file eng.testb \
+        --conll_column_names tokens,pos,chunk,ner_tags --output_dir outputs/conll2003
+"""
+
+import json
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import datasets
+import transformers
+from huggingface_hub import ModelCardData
+from transformers import (
+    AutoModelForTokenClassification,
+    AutoTokenizer,
+    DataCollatorForTokenClassification,
+    HfArgumentParser,
+    PreTrainedTokenizerBase,
+    pipeline,
+    set_seed,
+)
+
+from hf_birnn import BiRNNConfig, BiRNNForTokenClassification
+from hf_birnn.model_card import (
+    architecture_summary,
+    evaluation_results,
+    metrics_table,
+    training_summary,
+    write_model_card,
+)
+from hf_birnn.tagging import (
+    WordTagScorer,
+    align_labels_with_tokens,
+    convert_iob1_to_iob2,
+    label_list_from,
+    load_tagging_dataset,
+    normalise_columns,
+    write_conll_predictions,
+)
+from hf_birnn.tokenization import train_wordpiece_tokenizer
+from hf_birnn.training import (
+    RNN_TRAINING_DEFAULTS,
+    BiRNNTrainer,
+    parse_config_overrides,
+    plot_training_curves,
+    training_arguments_with_defaults,
+)
+
+logger = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+WNUT17_DIR = REPO_ROOT / "data" / "wnut17"
+CARD_TEMPLATE = REPO_ROOT / "model_cards" / "token-classification.md"
+DEMO_SENTENCES = [
+    "Justin Bieber is playing Madison Square Garden in New York next Friday .",
+    "Just bought the new iPhone from Apple , loving it so far",
+    "Watching Game of Thrones with my friends from Manchester United tonight",
+]
+
+NerTrainingArguments = training_arguments_with_defaults(
+    "NerTrainingArguments",
+    __name__,
+    output_dir="outputs/wnut17-birnn",
+    do_train=True,
+    do_eval=True,
+    do_predict=True,
+    num_train_epochs=15.0,
+    per_device_train_batch_size=32,
+    per_device_eval_batch_size=64,
+    metric_for_best_model="f1",
+    greater_is_better=True,
+    **RNN_TRAINING_DEFAULTS,
+)
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "A saved BiRNN folder to start from (a masked-LM or tagger checkpoint: its encoder weights carry "
+            "over, the tagging head is new when the labels differ). Without it a fresh model is built."
+        },
+    )
+    config_name: str | None = field(default=None, metadata={"help": "Config file or folder for a fresh model."})
+    config_overrides: str | None = field(
+        default="embedding_size=128,hidden_size=256,num_hidden_layers=2,cell_type=lstm,embedding_dropout=0.25,"
+        "hidden_dropout=0.25,classifier_dropout=0.25",
+        metadata={"help": "Comma-separated `field=value` BiRNNConfig settings for a fresh model."},
+    )
+    tokenizer_name: str | None = field(
+        default=None, metadata={"help": "A saved fast tokenizer; by default one is trained on the training text."}
+    )
+    tokenizer_vocab_size: int = field(default=8000, metadata={"help": "Vocabulary size of a trained tokenizer."})
+    ignore_mismatched_sizes: bool = field(
+        default=False, metadata={"help": "Start from a tagger with another label set (its head is re-initialised)."}
+    )
+
+
+@dataclass
+class DataTrainingArguments:
+    dataset_name: str | None = field(default=None, metadata={"help": "A Hub dataset (needs network access)."})
+    dataset_config_name: str | None = field(default=None, metadata={"help": "The Hub dataset's configuration."})
+    train_file: str | None = field(
+        default=None, metadata={"help": "CoNLL columns or JSON lines; WNUT-17 (data/wnut17) when no data is given."}
+    )
+    validation_file: str | None = field(default=None, metadata={"help": "Validation data, same format."})
+    test_file: str | None = field(default=None, metadata={"help": "Test data, same format."})
+    conll_column_names: str = field(
+        default="tokens,ner_tags",
+        metadata={"help": "Names of the whitespace-separated columns of CoNLL files, in order."},
+    )
+    text_column_name: str = field(default="tokens", metadata={"help": "The column holding the words."})
+    label_column_name: str = field(default="ner_tags", metadata={"help": "The column holding the tags."})
+    tag_names: str | None = field(
+        default=None,
+        metadata={"help": "Comma-separated tag names in id order, for JSON data whose tags are integer ids."},
+    )
+    convert_iob1_to_iob2: bool = field(
+        default=True, metadata={"help": "Rewrite IOB1 tags (CoNLL-2003) as IOB2; leaves IOB2 data unchanged."}
+    )
+    max_seq_length: int | None = field(
+        default=None, metadata={"help": "Truncate longer tokenized rows (words cut off are scored as misses)."}
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use only this many training rows."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Use only this many validation rows."})
+    max_predict_samples: int | None = field(default=None, metadata={"help": "Use only this many test rows."})
+    label_all_tokens: bool = field(
+        default=True,
+        metadata={
+            "help": "Train every sub-token of a word on its tag (B- becomes I- after the first), so the pipeline's "
+            "`simple` aggregation sees whole words. Scores are always per word, from its first sub-token."
+        },
+    )
+    dataset_license: str = field(default="cc-by-4.0", metadata={"help": "License of the data, for the model card."})
+    run_demo: bool = field(default=True, metadata={"help": "Tag a few raw sentences with the saved pipeline."})
+
+    def data_files(self) -> dict[str, str]:
+        if self.dataset_name is None and not (self.train_file or self.validation_file or self.test_file):
+            return {
+                "train": str(WNUT17_DIR / "wnut17train.conll"),
+                "validation": str(WNUT17_DIR / "emerging.dev.conll"),
+                "test": str(WNUT17_DIR / "emerging.test.annotated"),
+            }
+        named = {"train": self.train_file, "validation": self.validation_file, "test": self.test_file}
+        return {split: path for split, path in named.items() if path is not None}
+
+    def dataset_display_name(self) -> str:
+        if self.dataset_name:
+            return self.dataset_name
+        return "WNUT-17" if self.train_file is None else Path(self.train_file).parent.name or self.train_file
+
+
+def load_raw_splits(data_args: DataTrainingArguments) -> datasets.DatasetDict:
+    if data_args.dataset_name is not None:
+        raw = datasets.load_dataset(data_args.dataset_name, data_args.dataset_config_name)
+        raw = normalise_columns(raw, data_args.text_column_name, data_args.label_column_name)
+    else:
+        raw = load_tagging_dataset(
+            data_args.data_files(),
+            token_column=data_args.text_column_name,
+            tag_column=data_args.label_column_name,
+            conll_column_names=[name.strip() for name in data_args.conll_column_names.split(",")],
+        )
+    if data_args.tag_names is not None:
+        names = [name.strip() for name in data_args.tag_names.split(",")]
+        raw = raw.map(lambda row: {"tags": [names[int(tag)] if tag.isdigit() else tag for tag in row["tags"]]})
+    if data_args.convert_iob1_to_iob2:
+        raw = raw.map(lambda row: {"tags": convert_iob1_to_iob2(row["tags"])})
+    limits = {
+        "train": data_args.max_train_samples,
+        "validation": data_args.max_eval_samples,
+        "test": data_args.max_predict_samples,
+    }
+    for split, limit in limits.items():
+        if split in raw and limit is not None:
+            raw[split] = raw[split].select(range(min(limit, len(raw[split]))))
+    return raw
+
+
+def load_or_train_tokenizer(
+    model_args: ModelArguments, raw: datasets.DatasetDict, resume_from_checkpoint: str | None
+) -> PreTrainedTokenizerBase:
+    """The given tokenizer; else the one saved with the checkpoint to resume or the starting model (its ids must
+    match the embeddings); else a WordPiece tokenizer trained on the training words (training it again need not
+    give the same ids: the trainer breaks frequency ties in no fixed order)."""
+    source = model_args.tokenizer_name or resume_from_checkpoint or model_args.model_name_or_path
+    if source is not None:
+        return AutoTokenizer.from_pretrained(source)
+    if "train" not in raw:
+        raise ValueError("Without --tokenizer_name or --model_name_or_path, a --train_file is needed to train one.")
+    logger.info("Training a WordPiece tokenizer (%d entries) on the training text", model_args.tokenizer_vocab_size)
+    return train_wordpiece_tokenizer(
+        (" ".join(tokens) for tokens in raw["train"]["tokens"]), vocab_size=model_args.tokenizer_vocab_size
+    )
+
+
+def build_model(
+    model_args: ModelArguments, tokenizer: PreTrainedTokenizerBase, label_list: list[str]
+) -> BiRNNForTokenClassification:
+    id2label = dict(enumerate(label_list))
+    label2id = {label: i for i, label in id2label.items()}
+    if model_args.model_name_or_path is not None:
+        return AutoModelForTokenClassification.from_pretrained(
+            model_args.model_name_or_path,
+            num_labels=len(label_list),
+            id2label=id2label,
+            label2id=label2id,
+            ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
+        )
+    settings = {}
+    if model_args.config_name is not None:
+        settings = BiRNNConfig.from_pretrained(model_args.config_name).to_dict()
+        for key in ("model_type", "transformers_version", "auto_map", "architectures", "id2label", "label2id"):
+            settings.pop(key, None)
+    settings.update(parse_config_overrides(model_args.config_overrides))
+    settings.update(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
+    config = BiRNNConfig(**settings, id2label=id2label, label2id=label2id)
+    return BiRNNForTokenClassification(config)
+
+
+def tokenize_and_align(
+    raw: datasets.DatasetDict,
+    tokenizer: PreTrainedTokenizerBase,
+    label2id: dict[str, int],
+    data_args: DataTrainingArguments,
+) -> datasets.DatasetDict:
+    b_to_i = {
+        label2id[label]: label2id["I-" + label[2:]]
+        for label in label2id
+        if label.startswith("B-") and "I-" + label[2:] in label2id
+    }
+
+    def encode(batch: dict[str, list]) -> dict[str, list]:
+        encoded = tokenizer(
+            batch["tokens"],
+            is_split_into_words=True,
+            truncation=data_args.max_seq_length is not None,
+            max_length=data_args.max_seq_length,
+        )
+        encoded["labels"], encoded["word_ids"] = [], []
+        for row, tags in enumerate(batch["tags"]):
+            word_ids = encoded.word_ids(row)
+            tag_ids = [label2id[tag] for tag in tags]
+            encoded["labels"].append(align_labels_with_tokens(word_ids, tag_ids, data_args.label_all_tokens, b_to_i))
+            encoded["word_ids"].append([-1 if word_id is None else word_id for word_id in word_ids])
+        return encoded
+
+    return raw.map(encode, batched=True, desc="Tokenizing and aligning labels")
+
+
+def word_ids_of(dataset: datasets.Dataset) -> list[list[int | None]]:
+    return [[None if word_id < 0 else word_id for word_id in row] for row in dataset["word_ids"]]
+
+
+def argmax_logits(logits, labels):
+    """Keep only the predicted ids between evaluation steps (the logits of a whole split need not pile up)."""
+    return logits.argmax(dim=-1)
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, NerTrainingArguments))
+    if argv is None and len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
+        model_args, data_args, training_args = parser.parse_json_file(json_file=Path(sys.argv[1]).resolve())
+    else:
+        model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
+    transformers.utils.logging.set_verbosity_warning()
+    set_seed(training_args.seed)
+
+    raw = load_raw_splits(data_args)
+    label_list = label_list_from([tags for split in raw.values() for tags in split["tags"]])
+    tokenizer = load_or_train_tokenizer(model_args, raw, training_args.resume_from_checkpoint)
+    model = build_model(model_args, tokenizer, label_list)
+    label2id = model.config.label2id
+    logger.info("%s, %s parameters, labels %s", type(model).__name__, f"{model.num_parameters():,}", label_list)
+
+    encoded = tokenize_and_align(raw, tokenizer, label2id, data_args)
+    scorers = {
+        split: WordTagScorer(word_ids_of(encoded[split]), raw[split]["tags"], model.config.id2label)
+        for split in ("validation", "test")
+        if split in encoded
+    }
+    trainer = BiRNNTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=encoded.get("train") if training_args.do_train else None,
+        eval_dataset=encoded.get("validation") if training_args.do_eval else None,
+        processing_class=tokenizer,
+        data_collator=DataCollatorForTokenClassification(tokenizer),
+        compute_metrics=scorers.get("validation"),
+        preprocess_logits_for_metrics=argmax_logits,
+    )
+
+    results: dict[str, float] = {}
+    if training_args.do_train:
+        train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+        trainer.save_model()
+        results.update(train_result.metrics)
+        trainer.log_metrics("train", train_result.metrics)
+    if training_args.do_eval and "validation" in encoded:
+        metrics = trainer.evaluate()
+        trainer.log_metrics("eval", metrics)
+        results.update(metrics)
+    if training_args.do_predict and "test" in encoded:
+        trainer.compute_metrics = scorers["test"]  # the scorer holds the split's words
+        prediction = trainer.predict(encoded["test"], metric_key_prefix="test")
+        trainer.log_metrics("test", prediction.metrics)
+        results.update(prediction.metrics)
+        if trainer.is_world_process_zero():
+            predicted_tags = scorers["test"].predicted_tags(prediction.predictions)
+            output_dir = Path(training_args.output_dir)
+            write_conll_predictions(
+                output_dir / "test_predictions.conll", raw["test"]["tokens"], raw["test"]["tags"], predicted_tags
+            )
+    trainer.save_metrics("all", results)
+
+    if trainer.is_world_process_zero() and training_args.do_train:
+        write_run_artifacts(trainer, model_args, data_args, results)
+        if data_args.run_demo:
+            run_pipeline_demo(training_args.output_dir)
+    return results
+
+
+def write_run_artifacts(
+    trainer: BiRNNTrainer, model_args: ModelArguments, data_args: DataTrainingArguments, results: dict[str, float]
+) -> None:
+    output_dir = Path(trainer.args.output_dir)
+    plot_training_curves(trainer.state.log_history, "f1", output_dir / "training_curves.png")
+    metric_names = ["precision", "recall", "f1"]
+    results_by_split = {
+        split: {name: results[f"{prefix}_{name}"] for name in metric_names}
+        for split, prefix in (("validation", "eval"), ("test", "test"))
+        if f"{prefix}_f1" in results
+    }
+    dataset_name = data_args.dataset_display_name()
+    dataset_id = data_args.dataset_name or ("wnut_17" if dataset_name == "WNUT-17" else dataset_name)
+    card_data = ModelCardData(
+        language="en",
+        license="apache-2.0",
+        library_name="transformers",
+        pipeline_tag="token-classification",
+        tags=["birnn", "bilstm", "token-classification", "ner", "hf_birnn"],
+        datasets=[dataset_id],
+        metrics=["precision", "recall", "f1"],
+        model_name=output_dir.name,
+        eval_results=evaluation_results(
+            results_by_split, metric_names, "token-classification", dataset_id, dataset_name
+        ),
+    )
+    write_model_card(
+        output_dir,
+        CARD_TEMPLATE,
+        card_data,
+        model_name=output_dir.name,
+        model_id=output_dir.name,
+        architecture=architecture_summary(trainer.model.config, trainer.model.num_parameters()),
+        task_description="named-entity recognition",
+        dataset_name=dataset_name,
+        metrics_table=metrics_table(results_by_split, metric_names),
+        data_description=f"{dataset_name}; data license: {data_args.dataset_license}.",
+        command="python scripts/run_ner.py " + " ".join(sys.argv[1:]),
+        training_table=training_summary(trainer.args),
+        example_sentence=DEMO_SENTENCES[0],
+    )
+    (output_dir / "label_list.json").write_text(json.dumps(list(trainer.model.config.id2label.values()), indent=2))
+
+
+def run_pipeline_demo(model_dir: str) -> None:
+    tagger = pipeline("token-classification", model=model_dir, aggregation_strategy="simple", device="cpu")
+    print("\nPipeline demo: pipeline('token-classification', aggregation_strategy='simple')")
+    for sentence, entities in zip(DEMO_SENTENCES, tagger(DEMO_SENTENCES), strict=True):
+        found = ", ".join(f"{e['word']!r} {e['entity_group']} ({e['score']:.2f})" for e in entities) or "no entities"
+        print(f"  {sentence}\n    -> {found}")
+
+
+if __name__ == "__main__":
+    main()

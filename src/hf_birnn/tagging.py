@@ -1,0 +1,163 @@
+"""Sequence-tagging data and evaluation: reading CoNLL / JSON-lines files, tag schemes, aligning word labels with
+sub-tokens, mapping predictions back to words, and entity-level scores.
+
+Scores come from `seqeval` called directly (its default, conlleval-compatible mode): `evaluate.load("seqeval")`
+fetches its script from the Hub, which these machines cannot reach.
+"""
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from datasets import ClassLabel, DatasetDict, load_dataset
+from seqeval.metrics import accuracy_score, classification_report
+
+IGNORE_INDEX = -100
+
+
+def convert_iob1_to_iob2(tags: Sequence[str]) -> list[str]:
+    """IOB1 (CoNLL-2003) starts an entity with `I-` unless it directly follows one of the same type; IOB2 always
+    starts with `B-`. Valid IOB2 input comes back unchanged, so the conversion is safe to apply to either."""
+    converted = []
+    previous = "O"
+    for tag in tags:
+        if tag.startswith("I-") and (previous == "O" or previous[2:] != tag[2:]):
+            tag = "B-" + tag[2:]
+        converted.append(tag)
+        previous = tag
+    return converted
+
+
+def load_tagging_dataset(
+    data_files: dict[str, str],
+    token_column: str,
+    tag_column: str,
+    conll_column_names: Sequence[str],
+) -> DatasetDict:
+    """Load CoNLL column files (any layout: `conll_column_names` names the columns) or JSON lines with
+    `token_column` and `tag_column` lists. Every split keeps just `tokens` and `tags` (strings or ids)."""
+    suffixes = {Path(path).suffix for path in data_files.values()}
+    if suffixes <= {".json", ".jsonl"}:
+        raw = load_dataset("json", data_files=data_files)
+    elif suffixes & {".json", ".jsonl"}:
+        raise ValueError(f"Mix of JSON and CoNLL files is not supported: {sorted(data_files.values())}")
+    else:
+        missing = {token_column, tag_column} - set(conll_column_names)
+        if missing:
+            raise ValueError(f"--conll_column_names {list(conll_column_names)} does not name {sorted(missing)}.")
+        raw = load_dataset("conll", data_files=data_files, column_names=list(conll_column_names))
+    return normalise_columns(raw, token_column, tag_column)
+
+
+def normalise_columns(raw: DatasetDict, token_column: str, tag_column: str) -> DatasetDict:
+    """Keep just `tokens` and `tags`, with tag ids turned into their names (or into strings), so every source
+    looks alike."""
+    for split, dataset in raw.items():
+        for column in (token_column, tag_column):
+            if column not in dataset.column_names:
+                raise ValueError(f"The {split} data has no column {column!r}; it has {dataset.column_names}.")
+    tag_feature = next(iter(raw.values())).features[tag_column]
+    inner_feature = getattr(tag_feature, "feature", tag_feature[0] if isinstance(tag_feature, list) else None)
+    class_label = inner_feature if isinstance(inner_feature, ClassLabel) else None
+
+    def to_strings(row: dict) -> dict[str, list[str]]:
+        tags = class_label.int2str(row[tag_column]) if class_label is not None else row[tag_column]
+        return {"tokens": list(row[token_column]), "tags": [str(tag) for tag in tags]}
+
+    return raw.map(to_strings, remove_columns=next(iter(raw.values())).column_names)
+
+
+def label_list_from(tag_sequences: Sequence[Sequence[str]]) -> list[str]:
+    """Labels sorted with `O` first, then by entity type and `B-` before `I-` (a stable, readable order)."""
+    labels = {tag for tags in tag_sequences for tag in tags}
+    return sorted(labels, key=lambda tag: (tag != "O", tag[2:], tag[:2]))
+
+
+def align_labels_with_tokens(
+    word_ids: Sequence[int | None], word_label_ids: Sequence[int], label_all_tokens: bool, b_to_i: dict[int, int]
+) -> list[int]:
+    """The label of a word goes on its first sub-token. Its other sub-tokens get `-100` (no loss), or, with
+    `label_all_tokens`, the word's label with `B-` turned into `I-`, so that every sub-token has a trained
+    prediction and the pipeline's `simple` aggregation sees whole words."""
+    labels = []
+    previous_word = None
+    for word_id in word_ids:
+        if word_id is None:
+            labels.append(IGNORE_INDEX)
+        elif word_id != previous_word:
+            labels.append(word_label_ids[word_id])
+        else:
+            label = word_label_ids[word_id]
+            labels.append(b_to_i.get(label, label) if label_all_tokens else IGNORE_INDEX)
+        previous_word = word_id
+    return labels
+
+
+def word_predictions(token_prediction_ids: Sequence[int], word_ids: Sequence[int | None], num_words: int) -> list[int]:
+    """Each word's prediction is that of its first sub-token. A word with no sub-token (cut by truncation, or
+    empty after normalisation) gets label id 0 (`O`) so that scores count it as a miss, not as absent."""
+    predictions = [0] * num_words
+    seen = set()
+    for prediction, word_id in zip(token_prediction_ids, word_ids, strict=True):
+        if word_id is not None and word_id not in seen:
+            predictions[word_id] = int(prediction)
+            seen.add(word_id)
+    return predictions
+
+
+def entity_scores(gold_tags: list[list[str]], predicted_tags: list[list[str]]) -> dict[str, float]:
+    """Entity-level precision / recall / F1 overall and per entity type, plus token accuracy (seqeval defaults)."""
+    report = classification_report(gold_tags, predicted_tags, output_dict=True, zero_division=0)
+    scores = {
+        "precision": report["micro avg"]["precision"],
+        "recall": report["micro avg"]["recall"],
+        "f1": report["micro avg"]["f1-score"],
+        "accuracy": accuracy_score(gold_tags, predicted_tags),
+    }
+    for entity_type, values in report.items():
+        if entity_type.endswith("avg"):
+            continue
+        scores.update({f"{entity_type}_{name}": values[key] for name, key in _PER_TYPE_KEYS})
+    return {name: float(value) for name, value in scores.items()}
+
+
+_PER_TYPE_KEYS = (("precision", "precision"), ("recall", "recall"), ("f1", "f1-score"), ("number", "support"))
+
+
+class WordTagScorer:
+    """Scores token-level predictions per word, against every gold word of a split.
+
+    Holds each row's `word_ids` (from the tokenizer) and gold tags, so it can serve as `Trainer`'s
+    `compute_metrics` (rows must come in dataset order: see `BiRNNTrainer`) and turn test predictions into tags.
+    Scoring words rather than labelled sub-tokens keeps `label_all_tokens` from inflating the numbers and counts
+    words lost to truncation as misses.
+    """
+
+    def __init__(self, word_ids: Sequence[Sequence[int | None]], gold_tags: Sequence[Sequence[str]], id2label):
+        self.word_ids = word_ids
+        self.gold_tags = [list(tags) for tags in gold_tags]
+        self.id2label = {int(i): label for i, label in id2label.items()}
+
+    def predicted_tags(self, prediction_ids: np.ndarray) -> list[list[str]]:
+        """`prediction_ids` (rows, padded length): one label id per sub-token, in dataset row order."""
+        if len(prediction_ids) != len(self.gold_tags):
+            raise ValueError(f"Got predictions for {len(prediction_ids)} rows, expected {len(self.gold_tags)}.")
+        rows = []
+        for row_predictions, row_word_ids, gold in zip(prediction_ids, self.word_ids, self.gold_tags, strict=True):
+            label_ids = word_predictions(row_predictions[: len(row_word_ids)], row_word_ids, len(gold))
+            rows.append([self.id2label[i] for i in label_ids])
+        return rows
+
+    def __call__(self, eval_prediction) -> dict[str, float]:
+        return entity_scores(self.gold_tags, self.predicted_tags(eval_prediction.predictions))
+
+
+def write_conll_predictions(
+    path: Path, token_rows: Sequence[Sequence[str]], gold_rows: Sequence[Sequence[str]], predicted_rows
+) -> None:
+    """`token gold predicted` per line, a blank line between sentences (the conlleval input format)."""
+    with open(path, "w", encoding="utf-8") as out:
+        for tokens, gold, predicted in zip(token_rows, gold_rows, predicted_rows, strict=True):
+            for token, gold_tag, predicted_tag in zip(tokens, gold, predicted, strict=True):
+                out.write(f"{token} {gold_tag} {predicted_tag}\n")
+            out.write("\n")
