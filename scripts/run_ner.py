@@ -260,8 +260,11 @@ def word_ids_of(dataset: datasets.Dataset) -> list[list[int | None]]:
     return [[None if word_id < 0 else word_id for word_id in row] for row in dataset["word_ids"]]
 
 
-def argmax_logits(logits, labels):
-    """Keep only the predicted ids between evaluation steps (the logits of a whole split need not pile up)."""
+def predicted_tag_ids(logits, labels):
+    """Keep only the predicted ids between evaluation steps (the logits of a whole split need not pile up): the
+    Viterbi path when the model has a CRF (its outputs then come as `(logits, tag_ids)`), else the argmax."""
+    if isinstance(logits, tuple):
+        return logits[-1]
     return logits.argmax(dim=-1)
 
 
@@ -297,7 +300,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         processing_class=tokenizer,
         data_collator=DataCollatorForTokenClassification(tokenizer),
         compute_metrics=scorers.get("validation"),
-        preprocess_logits_for_metrics=argmax_logits,
+        preprocess_logits_for_metrics=predicted_tag_ids,
     )
 
     results: dict[str, float] = {}

@@ -7,6 +7,7 @@ from transformers import PreTrainedConfig
 
 CELL_TYPES = ("rnn", "gru", "lstm")
 NONLINEARITIES = ("tanh", "relu")
+CRF_CONSTRAINTS = (None, "iob2", "bioes")
 
 
 @strict
@@ -30,6 +31,8 @@ class BiRNNConfig(PreTrainedConfig):
         classifier_dropout (`float`, defaults to 0.1): dropout before a task head.
         initializer_range (`float`, defaults to 0.02): std of the normal init of embeddings and linear layers.
         use_crf (`bool`, defaults to `False`): token classification decodes with a linear-chain CRF.
+        crf_constraints (`str`, *optional*): `"iob2"` or `"bioes"`: the CRF never moves between tags in a way the
+            scheme forbids (e.g. `O` → `I-PER`); the label names in `id2label` must follow the scheme.
 
     Example:
 
@@ -58,6 +61,7 @@ class BiRNNConfig(PreTrainedConfig):
     initializer_range: float = 0.02
     tie_word_embeddings: bool = True
     use_crf: bool = False
+    crf_constraints: str | None = None
 
     @classmethod
     def from_dict(cls, config_dict: dict[str, Any], **kwargs) -> "BiRNNConfig":
@@ -83,6 +87,8 @@ class BiRNNConfig(PreTrainedConfig):
             raise ValueError(f"`cell_type` must be one of {CELL_TYPES}, got {self.cell_type!r}.")
         if self.nonlinearity not in NONLINEARITIES:
             raise ValueError(f"`nonlinearity` must be one of {NONLINEARITIES}, got {self.nonlinearity!r}.")
+        if self.crf_constraints not in CRF_CONSTRAINTS:
+            raise ValueError(f"`crf_constraints` must be one of {CRF_CONSTRAINTS}, got {self.crf_constraints!r}.")
         for name in ("vocab_size", "embedding_size", "hidden_size", "backward_hidden_size", "num_hidden_layers"):
             value = getattr(self, name)
             if value < 1:

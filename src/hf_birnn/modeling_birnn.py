@@ -19,6 +19,7 @@ from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import (
     BaseModelOutputWithPooling,
+    CausalLMOutput,
     MaskedLMOutput,
     SequenceClassifierOutput,
     TokenClassifierOutput,
@@ -151,6 +152,127 @@ class BiRNNLMHead(nn.Module):
         return self.decoder(self.projection(hidden_states))
 
 
+class LinearChainCRF(nn.Module):
+    """A linear-chain CRF over tag ids: score(y) = Σ_t (E_t[y_t] + T[y_{t-1}, y_t]) + start[y_1] + end[y_T].
+
+    Works on aligned rows (each row's real steps first, `lengths` of them; see `SpanLayout`). Tags may be
+    partially observed: steps labelled `-100` are summed over (Tsuboi et al. 2008), so training with `-100` on
+    non-first sub-tokens needs no special case. Forbidden transitions (`allowed_transitions`) score `FORBIDDEN`.
+    """
+
+    FORBIDDEN = -1e4  # finite, so that a forbidden gold path gives a large loss rather than inf/NaN gradients
+
+    def __init__(self, num_tags: int, allowed: torch.Tensor | None = None):
+        super().__init__()
+        self.transitions = nn.Parameter(torch.zeros(num_tags, num_tags))
+        self.start_transitions = nn.Parameter(torch.zeros(num_tags))
+        self.end_transitions = nn.Parameter(torch.zeros(num_tags))
+        self.register_buffer("transition_penalty", self.penalty_for(num_tags, allowed), persistent=False)
+
+    @classmethod
+    def penalty_for(cls, num_tags: int, allowed: torch.Tensor | None) -> torch.Tensor:
+        """(C + 2, C + 2) additive scores: 0 where allowed, `FORBIDDEN` elsewhere; START = C, END = C + 1.
+        It is derived from the config, not saved, so `_init_weights` rebuilds it after loading."""
+        if allowed is None:
+            return torch.zeros(num_tags + 2, num_tags + 2)
+        return (~allowed).float() * cls.FORBIDDEN
+
+    def _scores(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(transitions (C, C), start (C,), end (C,)) with forbidden moves penalised."""
+        num_tags = self.transitions.size(0)
+        penalty = self.transition_penalty
+        return (
+            self.transitions + penalty[:num_tags, :num_tags],
+            self.start_transitions + penalty[num_tags, :num_tags],
+            self.end_transitions + penalty[:num_tags, num_tags + 1],
+        )
+
+    def _forward_scores(self, emissions: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Log-sums over paths, α_t (batch, seq_len, C); the forward algorithm."""
+        transitions, start, _ = self._scores()
+        alpha = start + emissions[:, 0]
+        alphas = [alpha]
+        for t in range(1, emissions.size(1)):
+            step = torch.logsumexp(alpha.unsqueeze(2) + transitions + emissions[:, t].unsqueeze(1), dim=1)
+            alpha = torch.where((t < lengths).unsqueeze(1), step, alpha)
+            alphas.append(alpha)
+        return torch.stack(alphas, dim=1)
+
+    def _log_partition(self, emissions: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        _, _, end = self._scores()
+        final_alpha = self._forward_scores(emissions, lengths)[:, -1]  # α stops moving after each row's end
+        return torch.logsumexp(final_alpha + end, dim=1)
+
+    def negative_log_likelihood(self, emissions: torch.Tensor, tags: torch.Tensor, lengths: torch.Tensor):
+        """Per-row −log p(observed tags); unobserved (`-100`) steps are marginalised, empty rows give 0."""
+        observed = tags >= 0
+        gold_only = torch.full_like(emissions, self.FORBIDDEN).scatter(2, tags.clamp(min=0).unsqueeze(2), 0.0)
+        constrained = emissions + torch.where(observed.unsqueeze(2), gold_only, torch.zeros_like(emissions))
+        nll = self._log_partition(emissions, lengths) - self._log_partition(constrained, lengths)
+        return nll * (lengths > 0)
+
+    def marginals(self, emissions: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Log posterior marginals log p(y_t = c | x) (batch, seq_len, C), by forward-backward."""
+        transitions, _, end = self._scores()
+        alphas = self._forward_scores(emissions, lengths)
+        beta = end.expand_as(emissions[:, 0])
+        betas = [beta]
+        for t in range(emissions.size(1) - 2, -1, -1):
+            step = torch.logsumexp(transitions + (emissions[:, t + 1] + beta).unsqueeze(1), dim=2)
+            beta = torch.where((t + 1 < lengths).unsqueeze(1), step, end.expand_as(step))
+            betas.append(beta)
+        betas = torch.stack(betas[::-1], dim=1)
+        log_partition = torch.logsumexp(alphas[:, -1] + end, dim=1)
+        return alphas + betas - log_partition[:, None, None]
+
+    def viterbi_decode(self, emissions: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The best tag path of each row (batch, seq_len); steps past a row's length are 0."""
+        transitions, start, end = self._scores()
+        score = start + emissions[:, 0]
+        backpointers = []
+        for t in range(1, emissions.size(1)):
+            best_previous, best_previous_tag = (score.unsqueeze(2) + transitions).max(dim=1)
+            score = torch.where((t < lengths).unsqueeze(1), best_previous + emissions[:, t], score)
+            backpointers.append(best_previous_tag)
+        current = (score + end).argmax(dim=1)
+        path = [current]
+        for t in range(emissions.size(1) - 1, 0, -1):
+            previous = backpointers[t - 1].gather(1, current.unsqueeze(1)).squeeze(1)
+            current = torch.where(t < lengths, previous, current)
+            path.append(current)
+        path = torch.stack(path[::-1], dim=1)
+        steps = torch.arange(emissions.size(1), device=emissions.device)
+        return path.masked_fill(steps >= lengths.unsqueeze(1), 0)
+
+
+def allowed_transitions(id2label: dict[int, str], scheme: str) -> torch.Tensor:
+    """(C + 2, C + 2) boolean matrix of the moves a tag scheme allows, START = C and END = C + 1.
+
+    IOB2: I-X only after B-X or I-X. BIOES: I-X and E-X only after B-X or I-X; B-X, S-X, O only after O, E-*, S-*
+    or START; a row ends only after O, E-* or S-*.
+    """
+    num_tags = len(id2label)
+    start, end = num_tags, num_tags + 1
+    names = {**{i: id2label[i] for i in range(num_tags)}, start: "START", end: "END"}
+
+    def prefix_and_type(index: int) -> tuple[str, str]:
+        name = names[index]
+        return (name[0], name[2:]) if name[1:2] == "-" else (name, "")
+
+    allowed = torch.ones(num_tags + 2, num_tags + 2, dtype=torch.bool)
+    for i in range(num_tags + 2):
+        for j in range(num_tags + 2):
+            (from_prefix, from_type), (to_prefix, to_type) = prefix_and_type(i), prefix_and_type(j)
+            inside = to_prefix in ("I", "E") if scheme == "bioes" else to_prefix == "I"
+            if j == start or i == end:
+                allowed[i, j] = False
+            elif inside:
+                allowed[i, j] = from_prefix in ("B", "I") and from_type == to_type
+            elif scheme == "bioes" and (to_prefix in ("B", "S", "O") or j == end):
+                allowed[i, j] = from_prefix in ("O", "E", "S") or i == start
+    return allowed
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Pretrained model base
 # ---------------------------------------------------------------------------------------------------------------------
@@ -188,6 +310,13 @@ class BiRNNPreTrainedModel(PreTrainedModel):
         """transformers' default covers `nn.LSTM` only; here every cell gets Xavier input weights, orthogonal
         recurrent weights (which keep the state's norm through time) and zero biases, with LSTM forget-gate biases
         at 1 (Jozefowicz et al. 2015)."""
+        if isinstance(module, LinearChainCRF):
+            for parameter in (module.transitions, module.start_transitions, module.end_transitions):
+                init.zeros_(parameter)
+            constraints = self.config.crf_constraints
+            allowed = allowed_transitions(self.config.id2label, constraints) if constraints else None
+            init.copy_(module.transition_penalty, LinearChainCRF.penalty_for(self.config.num_labels, allowed))
+            return
         if not isinstance(module, nn.RNNBase):
             super()._init_weights(module)
             return
@@ -332,8 +461,25 @@ class BiRNNModel(BiRNNPreTrainedModel):
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+@dataclass
+class BiRNNTokenClassifierOutput(TokenClassifierOutput):
+    r"""
+    tag_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
+        With a CRF, outside training: the Viterbi path of each row (0 at padding).
+    """
+
+    tag_ids: torch.LongTensor | None = None
+
+
 class BiRNNForTokenClassification(BiRNNPreTrainedModel):
-    """O_t = H_t W_hq + b_q for every token: NER, POS tagging, chunking."""
+    """O_t = H_t W_hq + b_q for every token: NER, POS tagging, chunking; optionally decoded by a linear-chain CRF.
+
+    With `config.use_crf` the loss is the CRF's negative log-likelihood per labelled token, and outside training
+    `logits` are the log posterior marginals log p(y_t | x) from forward-backward: the pipeline's softmax of them
+    gives calibrated per-token probabilities, and their argmax is max-marginal decoding. The jointly best path
+    (Viterbi) is returned as `tag_ids`, which the training scripts score. In training mode `logits` are the
+    emission scores O_t (the marginals are not needed for the loss).
+    """
 
     def __init__(self, config: BiRNNConfig):
         super().__init__(config)
@@ -341,6 +487,10 @@ class BiRNNForTokenClassification(BiRNNPreTrainedModel):
         self.birnn = BiRNNModel(config)
         self.dropout = nn.Dropout(config.classifier_dropout)
         self.classifier = nn.Linear(config.output_size, config.num_labels)
+        self.crf = None
+        if config.use_crf:
+            allowed = allowed_transitions(config.id2label, config.crf_constraints) if config.crf_constraints else None
+            self.crf = LinearChainCRF(config.num_labels, allowed)
         self.post_init()
 
     def forward(
@@ -353,7 +503,7 @@ class BiRNNForTokenClassification(BiRNNPreTrainedModel):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         **kwargs,
-    ) -> tuple | TokenClassifierOutput:
+    ) -> tuple | BiRNNTokenClassifierOutput:
         r"""
         labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
             Tag ids in `[0, num_labels)`; `-100` marks tokens without a loss (padding, non-first sub-tokens).
@@ -366,16 +516,52 @@ class BiRNNForTokenClassification(BiRNNPreTrainedModel):
             return_dict=True,
         )
         logits = self.classifier(self.dropout(outputs.last_hidden_state))
+        if labels is not None:
+            check_labels_shape(labels, tuple(logits.shape[:2]))
+
+        loss = tag_ids = None
+        if self.crf is None:
+            if labels is not None:
+                loss = self.loss_function(logits, labels, self.config, **kwargs)
+        else:
+            loss, logits, tag_ids = self._crf_outputs(logits, attention_mask, labels, kwargs.get("num_items_in_batch"))
+
+        if not (return_dict if return_dict is not None else self.config.return_dict):
+            output = tuple(v for v in (logits, outputs.hidden_states, tag_ids) if v is not None)
+            return ((loss,) + output) if loss is not None else output
+        return BiRNNTokenClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, tag_ids=tag_ids
+        )
+
+    def _crf_outputs(
+        self,
+        emissions: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        labels: torch.LongTensor | None,
+        num_items_in_batch: torch.Tensor | int | None,
+    ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
+        """(loss, logits, Viterbi tag ids), computed on each row's aligned span and put back in place."""
+        batch_size, seq_len, _ = emissions.shape
+        layout = SpanLayout.from_attention_mask(attention_mask, batch_size, seq_len, emissions.device)
+        aligned_emissions = gather_steps(emissions, layout.align_index)
+        real_steps = layout.aligned_mask(seq_len)
 
         loss = None
         if labels is not None:
-            check_labels_shape(labels, tuple(logits.shape[:2]))
-            loss = self.loss_function(logits, labels, self.config, **kwargs)
+            aligned_labels = gather_steps(labels.unsqueeze(-1), layout.align_index).squeeze(-1)
+            aligned_labels = aligned_labels.masked_fill(~real_steps.squeeze(-1), -100)
+            nll = self.crf.negative_log_likelihood(aligned_emissions, aligned_labels, layout.lengths).sum()
+            # per labelled token, like the softmax head, so gradient accumulation and DDP scale the same way
+            labelled_tokens = num_items_in_batch if num_items_in_batch is not None else (labels >= 0).sum()
+            loss = nll / torch.as_tensor(labelled_tokens, device=nll.device).clamp(min=1)
+        if self.training:
+            return loss, emissions, None
 
-        if not (return_dict if return_dict is not None else self.config.return_dict):
-            output = (logits,) + ((outputs.hidden_states,) if outputs.hidden_states is not None else ())
-            return ((loss,) + output) if loss is not None else output
-        return TokenClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
+        log_marginals = self.crf.marginals(aligned_emissions, layout.lengths) * real_steps
+        tag_ids = self.crf.viterbi_decode(aligned_emissions, layout.lengths)
+        logits = gather_steps(log_marginals, layout.restore_index)
+        tag_ids = gather_steps(tag_ids.unsqueeze(-1), layout.restore_index).squeeze(-1)
+        return loss, logits, tag_ids
 
 
 class BiRNNForMaskedLM(BiRNNPreTrainedModel):
@@ -431,6 +617,72 @@ class BiRNNForMaskedLM(BiRNNPreTrainedModel):
         return MaskedLMOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
 
 
+class BiRNNForCausalLM(BiRNNPreTrainedModel):
+    """Predicts token t+1 from H→_t: a left-to-right language model, for a unidirectional config.
+
+    A bidirectional config is refused. At step t its backward direction has already read token t+1, the very token to
+    predict, so training reaches a perplexity near 1 by copying it, and generation, where token t+1 does not exist yet,
+    produces garbage ("time travellerererer"; d2l.ai, "Bidirectional Recurrent Neural Networks"). Pretrain a BiRNN
+    with `BiRNNForMaskedLM` instead. `allow_future_leak=True` builds the leaking model anyway, only to demonstrate
+    the failure (`scripts/reproduce_seed.py`).
+    """
+
+    _tied_weights_keys = {"lm_head.decoder.weight": "birnn.embeddings.weight"}
+
+    def __init__(self, config: BiRNNConfig, allow_future_leak: bool = False):
+        if config.bidirectional and not allow_future_leak:
+            raise ValueError(
+                "BiRNNForCausalLM predicts the next token, but this config is bidirectional: the backward direction "
+                "has already read the token to be predicted, so training reaches a perplexity of ~1 by copying it "
+                "and generation produces garbage ('travellerererer'). Pretrain a bidirectional model with "
+                "BiRNNForMaskedLM, or set `bidirectional=False` for a left-to-right language model."
+            )
+        super().__init__(config)
+        self.birnn = BiRNNModel(config)
+        self.lm_head = BiRNNLMHead(config)
+        self.post_init()
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.lm_head.decoder
+
+    def set_output_embeddings(self, new_embeddings: nn.Linear) -> None:
+        self.lm_head.decoder = new_embeddings
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> tuple | CausalLMOutput:
+        r"""
+        labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
+            The input ids (`-100` where no loss is wanted); the loss shifts them, so step t is scored on token t+1.
+        """
+        outputs = self.birnn(
+            input_ids,
+            attention_mask=attention_mask,
+            inputs_embeds=inputs_embeds,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+        )
+        logits = self.lm_head(outputs.last_hidden_state)
+
+        loss = None
+        if labels is not None:
+            check_labels_shape(labels, tuple(logits.shape[:2]))
+            loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size, **kwargs)
+
+        if not (return_dict if return_dict is not None else self.config.return_dict):
+            output = (logits,) + ((outputs.hidden_states,) if outputs.hidden_states is not None else ())
+            return ((loss,) + output) if loss is not None else output
+        return CausalLMOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
+
+
 class BiRNNForSequenceClassification(BiRNNPreTrainedModel):
     """Classifies a whole sequence from the pooled [H→_T ; H←_1]: the seed's sentence classifier."""
 
@@ -482,7 +734,9 @@ class BiRNNForSequenceClassification(BiRNNPreTrainedModel):
 
 
 __all__ = [
+    "BiRNNForCausalLM",
     "BiRNNForMaskedLM",
+    "LinearChainCRF",
     "BiRNNForSequenceClassification",
     "BiRNNForTokenClassification",
     "BiRNNModel",
