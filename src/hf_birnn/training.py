@@ -7,21 +7,43 @@ from pathlib import Path
 
 import torch
 from transformers import Trainer, TrainingArguments
+from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from .configuration_birnn import BiRNNConfig
 
 
-class BiRNNTrainer(Trainer):
-    """`Trainer` whose evaluation and prediction read rows in dataset order.
+class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
+    """Length-grouped order drawn from `seed + epoch`. Every DDP process draws the same order, so their shares of a
+    step never overlap (transformers' sampler draws from each process's own global RNG, which drifts apart once the
+    processes have drawn different numbers, e.g. for dropout on CPU), and a resumed run draws each epoch again."""
 
-    transformers 5.x applies `train_sampling_strategy="group_by_length"` to the evaluation and test dataloaders too,
-    which permutes the rows of `predict()` output; per-word scoring and the written predictions need them in order.
+    def __init__(self, batch_size: int, lengths: list[int], seed: int):
+        super().__init__(batch_size, lengths=lengths, generator=torch.Generator())
+        self.seed = seed
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.generator.manual_seed(self.seed + epoch)
+
+
+class BiRNNTrainer(Trainer):
+    """`Trainer` with two sampling fixes:
+
+    - evaluation and prediction read rows in dataset order: transformers 5.x applies
+      `train_sampling_strategy="group_by_length"` to those dataloaders too, which permutes the rows of `predict()`
+      output, and per-word scoring and written predictions need them in order (in one process and under DDP);
+    - length grouping draws its order from a per-epoch seed (`EpochSeededLengthGroupedSampler`).
     """
 
+    def _get_train_sampler(self, train_dataset=None) -> torch.utils.data.Sampler | None:
+        sampler = super()._get_train_sampler(train_dataset)
+        if isinstance(sampler, LengthGroupedSampler):
+            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            return EpochSeededLengthGroupedSampler(sampler.batch_size, sampler.lengths, seed)
+        return sampler
+
     def _get_eval_sampler(self, eval_dataset) -> torch.utils.data.Sampler | None:
-        if self.args.world_size <= 1:
-            return torch.utils.data.SequentialSampler(eval_dataset)
-        return super()._get_eval_sampler(eval_dataset)
+        return torch.utils.data.SequentialSampler(eval_dataset)
 
 
 def parse_config_overrides(overrides: str | None) -> dict[str, object]:
@@ -38,6 +60,19 @@ def parse_config_overrides(overrides: str | None) -> dict[str, object]:
             raise ValueError(f"--config_overrides: {item!r} is not `field=value` for a BiRNNConfig field.")
         parsed[name] = _typed_value(text.strip())
     return parsed
+
+
+def fresh_config(config_name: str | None, config_overrides: str | None, **settings) -> BiRNNConfig:
+    """The config of a model trained from scratch: the fields of `config_name` (a config file or folder, without its
+    task's labels and bookkeeping), then `--config_overrides`, then `settings` (what the tokenizer and labels fix)."""
+    fields = {}
+    if config_name is not None:
+        fields = BiRNNConfig.from_pretrained(config_name).to_dict()
+        for key in ("model_type", "transformers_version", "auto_map", "architectures", "id2label", "label2id"):
+            fields.pop(key, None)
+    fields.update(parse_config_overrides(config_overrides))
+    fields.update(settings)
+    return BiRNNConfig(**fields)
 
 
 def _typed_value(text: str) -> object:
@@ -103,4 +138,5 @@ RNN_TRAINING_DEFAULTS = {
     "train_sampling_strategy": "group_by_length",  # rows of similar length together: less padding, faster steps
     "logging_steps": 50,
     "report_to": "none",
+    "ddp_find_unused_parameters": False,  # every parameter takes part in every step: spare DDP the graph search
 }
