@@ -448,3 +448,13 @@ def test_checkpoint_folder_contains_no_pickle(tmp_path, tester):
     BiRNNForMaskedLM(tester.get_config()).save_pretrained(tmp_path)
     suffixes = {path.suffix for path in Path(tmp_path).iterdir()}
     assert ".bin" not in suffixes and ".pt" not in suffixes and ".safetensors" in suffixes
+
+
+def test_word_dropout_drops_whole_embeddings_in_training_only(tester):
+    model = BiRNNModel(tester.get_config(word_dropout=0.5))
+    embeddings = torch.ones(4, 50, tester.embedding_size)
+    dropped = model.word_dropout.train()(embeddings)
+    kept_per_token = dropped.sum(-1)
+    assert set(kept_per_token.unique().tolist()) == {0.0, float(tester.embedding_size)}
+    assert 0.3 < (kept_per_token == 0).float().mean() < 0.7
+    assert torch.equal(model.word_dropout.eval()(embeddings), embeddings)

@@ -27,6 +27,8 @@ class BiRNNConfig(PreTrainedConfig):
         nonlinearity (`str`, defaults to `"tanh"`): φ of the plain RNN cell, `"tanh"` or `"relu"`.
         bidirectional (`bool`, defaults to `True`): run the backward direction too.
         embedding_dropout (`float`, defaults to 0.1): dropout on the embeddings.
+        word_dropout (`float`, defaults to 0.0): probability of dropping a token's whole embedding in training, so the
+            model learns to tag from context (as Lample et al. 2016 do for unknown words).
         hidden_dropout (`float`, defaults to 0.1): dropout between stacked layers.
         classifier_dropout (`float`, defaults to 0.1): dropout before a task head.
         initializer_range (`float`, defaults to 0.02): std of the normal init of embeddings and linear layers.
@@ -55,6 +57,7 @@ class BiRNNConfig(PreTrainedConfig):
     nonlinearity: str = "tanh"
     bidirectional: bool = True
     embedding_dropout: float | int = 0.1
+    word_dropout: float | int = 0.0
     hidden_dropout: float | int = 0.1
     classifier_dropout: float | int = 0.1
     pad_token_id: int | None = 0
@@ -93,7 +96,7 @@ class BiRNNConfig(PreTrainedConfig):
             value = getattr(self, name)
             if value < 1:
                 raise ValueError(f"`{name}` must be a positive integer, got {value}.")
-        for name in ("embedding_dropout", "hidden_dropout", "classifier_dropout"):
+        for name in ("embedding_dropout", "word_dropout", "hidden_dropout", "classifier_dropout"):
             value = getattr(self, name)
             if not 0 <= value < 1:
                 raise ValueError(f"`{name}` must be a probability in [0, 1), got {value}.")

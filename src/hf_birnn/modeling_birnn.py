@@ -66,7 +66,8 @@ class SpanLayout:
         starts = torch.where(lengths > 0, real.int().argmax(dim=1), torch.zeros_like(lengths))
         positions = torch.arange(seq_len, device=device)
         span = (positions >= starts[:, None]) & (positions < (starts + lengths)[:, None])
-        if not torch.equal(span, real):
+        exporting = is_exporting()
+        if not exporting and not torch.equal(span, real):
             holed_rows = (span != real).any(dim=1).nonzero().flatten().tolist()
             raise ValueError(
                 "`attention_mask` must mark one contiguous span of real tokens per row (right or left padding), "
@@ -74,10 +75,12 @@ class SpanLayout:
             )
 
         align_index = restore_index = reverse_index = None
-        if bool(starts.any()):
-            align_index = (positions + starts[:, None]) % seq_len
-            restore_index = (positions - starts[:, None]) % seq_len
-        if bool((lengths < seq_len).any()):
+        if exporting or bool(starts.any()):
+            # rotations that wrap around without `%`: the ONNX exporter cannot take a modulus by a symbolic length
+            shifted, unshifted = positions + starts[:, None], positions - starts[:, None]
+            align_index = torch.where(shifted < seq_len, shifted, shifted - seq_len)
+            restore_index = torch.where(unshifted >= 0, unshifted, unshifted + seq_len)
+        if exporting or bool((lengths < seq_len).any()):
             reversed_positions = lengths[:, None] - 1 - positions
             reverse_index = torch.where(reversed_positions >= 0, reversed_positions, positions)
         return cls(lengths=lengths, align_index=align_index, restore_index=restore_index, reverse_index=reverse_index)
@@ -86,6 +89,13 @@ class SpanLayout:
         """(batch, seq_len, 1) float mask of the real tokens in the aligned layout."""
         positions = torch.arange(seq_len, device=self.lengths.device)
         return (positions < self.lengths[:, None]).unsqueeze(-1)
+
+
+def is_exporting() -> bool:
+    """True while `torch.export` (and so `torch.onnx.export`) or `torch.jit.trace` records the forward. The graph
+    must then hold for every input: the host-side mask check and the shortcuts that skip an index map when a batch
+    does not need it are data-dependent branches, so they are left out and every map is built."""
+    return torch.compiler.is_exporting() or torch.jit.is_tracing()
 
 
 def gather_steps(sequence: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
@@ -133,6 +143,20 @@ class BiRNNLayer(nn.Module):
         reversed_states, _ = self.backward_rnn(reverse_within_lengths(aligned_inputs, layout))
         backward_states = reverse_within_lengths(reversed_states, layout)
         return forward_states, backward_states
+
+
+class WordDropout(nn.Module):
+    """Zeroes whole token embeddings with probability `p` in training (no rescaling: a dropped word is absent)."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return embeddings
+        keep = embeddings.new_empty(embeddings.shape[:2] + (1,)).bernoulli_(1 - self.p)
+        return embeddings * keep
 
 
 class BiRNNLMHead(nn.Module):
@@ -344,7 +368,8 @@ class BiRNNPreTrainedModel(PreTrainedModel):
         if input_ids is not None:
             if input_ids.dim() != 2:
                 raise ValueError(f"`input_ids` must have shape (batch, seq_len), got {tuple(input_ids.shape)}.")
-            if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= self.config.vocab_size):
+            check_range = input_ids.numel() and not is_exporting()
+            if check_range and (input_ids.min() < 0 or input_ids.max() >= self.config.vocab_size):
                 raise ValueError(
                     f"`input_ids` must lie in [0, vocab_size={self.config.vocab_size}), got values from "
                     f"{int(input_ids.min())} to {int(input_ids.max())}: does the tokenizer match the model?"
@@ -380,6 +405,7 @@ class BiRNNModel(BiRNNPreTrainedModel):
     def __init__(self, config: BiRNNConfig):
         super().__init__(config)
         self.embeddings = nn.Embedding(config.vocab_size, config.embedding_size, padding_idx=config.pad_token_id)
+        self.word_dropout = WordDropout(config.word_dropout)
         self.embedding_dropout = nn.Dropout(config.embedding_dropout)
         self.layers = nn.ModuleList([BiRNNLayer(config, layer_idx) for layer_idx in range(config.num_hidden_layers)])
         self.hidden_dropout = nn.Dropout(config.hidden_dropout)
@@ -425,7 +451,7 @@ class BiRNNModel(BiRNNPreTrainedModel):
         def restore(aligned: torch.Tensor) -> torch.Tensor:
             return gather_steps(aligned * real_steps, layout.restore_index)[:, :num_steps]
 
-        hidden_states = gather_steps(self.embedding_dropout(inputs_embeds), layout.align_index)
+        hidden_states = gather_steps(self.embedding_dropout(self.word_dropout(inputs_embeds)), layout.align_index)
         all_hidden_states = (restore(hidden_states),) if output_hidden_states else None
         for layer_idx, layer in enumerate(self.layers):
             if layer_idx > 0:
