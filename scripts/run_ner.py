@@ -28,6 +28,7 @@ from transformers import (
 )
 
 from hf_birnn import BiRNNConfig, BiRNNForTokenClassification
+from hf_birnn.hub import push_training_output
 from hf_birnn.model_card import (
     architecture_summary,
     evaluation_results,
@@ -330,6 +331,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         write_run_artifacts(trainer, model_args, data_args, results)
         if data_args.run_demo:
             run_pipeline_demo(training_args.output_dir)
+        if training_args.push_to_hub:
+            push_training_output(trainer)  # the card, metrics and plots written above
     return results
 
 
@@ -364,7 +367,7 @@ def write_run_artifacts(
         CARD_TEMPLATE,
         card_data,
         model_name=output_dir.name,
-        model_id=output_dir.name,
+        model_id=trainer.hub_model_id or output_dir.name,
         architecture=architecture_summary(trainer.model.config, trainer.model.num_parameters()),
         task_description="named-entity recognition",
         dataset_name=dataset_name,
