@@ -31,3 +31,23 @@ def test_training_arguments_defaults_keep_the_help_text():
     assert field.default == 2e-3 and "learning rate" in field.metadata["help"]
     with pytest.raises(ValueError, match="Not TrainingArguments fields"):
         training_arguments_with_defaults("Example", __name__, learning_rat=1.0)
+
+
+def test_trainer_stops_at_a_non_finite_loss_naming_the_step(tmp_path):
+    from transformers import TrainingArguments
+
+    from hf_birnn import BiRNNConfig, BiRNNForTokenClassification
+    from hf_birnn.training import BiRNNTrainer
+
+    model = BiRNNForTokenClassification(BiRNNConfig(vocab_size=20, embedding_size=4, hidden_size=4, num_labels=2))
+    rows = [{"input_ids": [1, 2, 3], "labels": [0, 1, 0]}] * 4 + [{"input_ids": [4, 5, 6], "labels": [-100] * 3}] * 4
+    args = TrainingArguments(
+        output_dir=str(tmp_path), per_device_train_batch_size=4, train_sampling_strategy="sequential", report_to="none"
+    )
+    trainer = BiRNNTrainer(model=model, args=args, train_dataset=rows, data_collator=collate_rows)
+    with pytest.raises(FloatingPointError, match="at step 2"):
+        trainer.train()
+
+
+def collate_rows(rows: list[dict]) -> dict[str, torch.Tensor]:
+    return {key: torch.tensor([row[key] for row in rows]) for key in rows[0]}

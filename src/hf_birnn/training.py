@@ -32,8 +32,20 @@ class BiRNNTrainer(Trainer):
     - evaluation and prediction read rows in dataset order: transformers 5.x applies
       `train_sampling_strategy="group_by_length"` to those dataloaders too, which permutes the rows of `predict()`
       output, and per-word scoring and written predictions need them in order (in one process and under DDP);
-    - length grouping draws its order from a per-epoch seed (`EpochSeededLengthGroupedSampler`).
+    - length grouping draws its order from a per-epoch seed (`EpochSeededLengthGroupedSampler`);
+
+    and it stops at the first non-finite loss, naming the step, where `Trainer` would log an average that hides it
+    (`logging_nan_inf_filter`) and train on.
     """
+
+    def training_step(self, model, inputs, num_items_in_batch=None) -> torch.Tensor:
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"The training loss is {loss.item()} at step {self.state.global_step + 1} (epoch "
+                f"{self.state.epoch:.2f}): check the batch for rows without labels or the learning rate."
+            )
+        return loss
 
     def _get_train_sampler(self, train_dataset=None) -> torch.utils.data.Sampler | None:
         sampler = super()._get_train_sampler(train_dataset)
