@@ -72,7 +72,7 @@ NerTrainingArguments = training_arguments_with_defaults(
     do_train=True,
     do_eval=True,
     do_predict=True,
-    num_train_epochs=15.0,
+    num_train_epochs=25.0,
     per_device_train_batch_size=32,
     per_device_eval_batch_size=64,
     metric_for_best_model="f1",
@@ -92,14 +92,14 @@ class ModelArguments:
     )
     config_name: str | None = field(default=None, metadata={"help": "Config file or folder for a fresh model."})
     config_overrides: str | None = field(
-        default="embedding_size=128,hidden_size=256,num_hidden_layers=2,cell_type=lstm,embedding_dropout=0.25,"
-        "hidden_dropout=0.25,classifier_dropout=0.25",
+        default="embedding_size=128,hidden_size=128,num_hidden_layers=2,cell_type=lstm,embedding_dropout=0.5,"
+        "hidden_dropout=0.5,classifier_dropout=0.5,word_dropout=0.1,use_crf=true,crf_constraints=iob2",
         metadata={"help": "Comma-separated `field=value` BiRNNConfig settings for a fresh model."},
     )
     tokenizer_name: str | None = field(
         default=None, metadata={"help": "A saved fast tokenizer; by default one is trained on the training text."}
     )
-    tokenizer_vocab_size: int = field(default=8000, metadata={"help": "Vocabulary size of a trained tokenizer."})
+    tokenizer_vocab_size: int = field(default=4000, metadata={"help": "Vocabulary size of a trained tokenizer."})
     ignore_mismatched_sizes: bool = field(
         default=False, metadata={"help": "Start from a tagger with another label set (its head is re-initialised)."}
     )
@@ -262,10 +262,8 @@ def word_ids_of(dataset: datasets.Dataset) -> list[list[int | None]]:
 
 
 def predicted_tag_ids(logits, labels):
-    """Keep only the predicted ids between evaluation steps (the logits of a whole split need not pile up): the
-    Viterbi path when the model has a CRF (its outputs then come as `(logits, tag_ids)`), else the argmax."""
-    if isinstance(logits, tuple):
-        return logits[-1]
+    """Keep only the predicted ids between evaluation steps (the logits of a whole split need not pile up). With a
+    CRF the logits are max-marginals, whose argmax is the Viterbi path."""
     return logits.argmax(dim=-1)
 
 

@@ -41,7 +41,7 @@ def problem():
 
 def test_partition_function_matches_enumeration(problem):
     crf, emissions, lengths = problem
-    log_partition = crf._log_partition(emissions, lengths)
+    log_partition = crf.log_partition(emissions, lengths)
     for row, length in enumerate(lengths.tolist()):
         scores = torch.stack([path_score(crf, emissions[row], p) for p in all_paths(3, length)])
         torch.testing.assert_close(log_partition[row], torch.logsumexp(scores, 0), atol=ATOL, rtol=0)
@@ -56,17 +56,18 @@ def test_viterbi_finds_the_best_enumerated_path(problem):
         assert decoded[row, length:].tolist() == [0] * (4 - length)
 
 
-def test_marginals_match_enumeration(problem):
+def test_max_marginals_match_enumeration(problem):
+    """Each entry is the best score of the paths through that tag at that step, relative to the best path."""
     crf, emissions, lengths = problem
-    marginals = crf.marginals(emissions, lengths).exp()
+    max_marginals = crf.max_marginals(emissions, lengths)
     for row, length in enumerate(lengths.tolist()):
         paths = all_paths(3, length)
-        probabilities = torch.softmax(torch.stack([path_score(crf, emissions[row], p) for p in paths]), 0)
-        expected = torch.zeros(length, 3)
-        for path, probability in zip(paths, probabilities, strict=True):
-            for t, tag in enumerate(path):
-                expected[t, tag] += probability
-        torch.testing.assert_close(marginals[row, :length], expected, atol=ATOL, rtol=0)
+        scores = torch.stack([path_score(crf, emissions[row], p) for p in paths])
+        for t in range(length):
+            for tag in range(3):
+                through = torch.stack([score for path, score in zip(paths, scores, strict=True) if path[t] == tag])
+                expected = through.max() - scores.max()
+                torch.testing.assert_close(max_marginals[row, t, tag], expected, atol=ATOL, rtol=0)
 
 
 def test_nll_with_unlabelled_steps_marginalises_them(problem):
@@ -125,11 +126,12 @@ def test_crf_head_is_padding_exact(side):
     attention_mask[1] = 1
     if side == "left":
         attention_mask[0] = attention_mask[0].flip(0)
-    batched = model(input_ids, attention_mask=attention_mask)
-    alone = model(short[None])
-    torch.testing.assert_close(batched.logits[0, span], alone.logits[0], atol=ATOL, rtol=0)
-    assert batched.tag_ids[0, span].tolist() == alone.tag_ids[0].tolist()
-    torch.testing.assert_close(batched.logits[0, span].exp().sum(-1), torch.ones(3), atol=ATOL, rtol=0)
+    batched = model(input_ids, attention_mask=attention_mask).logits
+    alone = model(short[None]).logits
+    torch.testing.assert_close(batched[0, span], alone[0], atol=ATOL, rtol=0)
+    assert batched[0, span].amax(-1).abs().max() < ATOL  # 0 on the best path
+    viterbi = model.crf.viterbi_decode(model.classifier(model.birnn(short[None]).last_hidden_state), torch.tensor([3]))
+    assert batched[0, span].argmax(-1).tolist() == viterbi[0].tolist()
 
 
 def test_crf_head_loss_is_per_labelled_token_and_trains():
@@ -145,7 +147,7 @@ def test_crf_head_loss_is_per_labelled_token_and_trains():
         model(input_ids, labels=labels).loss.backward()
         optimizer.step()
     model.eval()
-    predicted = model(input_ids).tag_ids
+    predicted = model(input_ids).logits.argmax(-1)
     assert torch.equal(predicted[labels >= 0], labels[labels >= 0])
 
 
@@ -157,7 +159,7 @@ def test_crf_weights_survive_save_and_load(tmp_path):
     reloaded = BiRNNForTokenClassification.from_pretrained(tmp_path).eval()
     assert torch.equal(reloaded.crf.transitions, model.crf.transitions)
     input_ids = torch.randint(1, 30, (2, 5))
-    assert torch.equal(reloaded(input_ids).tag_ids, model(input_ids).tag_ids)
+    assert torch.equal(reloaded(input_ids).logits, model(input_ids).logits)
 
 
 def test_unknown_constraint_scheme_is_refused():

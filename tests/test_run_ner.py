@@ -93,7 +93,8 @@ def conll_args(files: dict[str, Path], output_dir: Path, *extra: str) -> list[st
 @pytest.fixture(scope="module")
 def trained_tagger(conll_files, tmp_path_factory) -> tuple[Path, dict]:
     output_dir = tmp_path_factory.mktemp("tagger")
-    results = run_ner.main(conll_args(conll_files, output_dir, "--num_train_epochs", "20", "--seed", "3"))
+    crf = ("--config_overrides", TINY_MODEL + ",use_crf=true,crf_constraints=iob2")  # the default head
+    results = run_ner.main(conll_args(conll_files, output_dir, "--num_train_epochs", "20", "--seed", "3", *crf))
     return output_dir, results
 
 

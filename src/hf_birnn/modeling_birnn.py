@@ -102,7 +102,11 @@ def gather_steps(sequence: torch.Tensor, index: torch.Tensor | None) -> torch.Te
     """Reorder the time steps of each row of `sequence` (batch, seq_len, width) by `index` (batch, seq_len)."""
     if index is None:
         return sequence
-    return sequence.gather(1, index.unsqueeze(-1).expand(-1, -1, sequence.size(-1)))
+    # `index_select` over the flattened steps copies whole rows; `gather` indexes every element and took 5% of a
+    # CPU forward, and more of a training step, at hidden size 256 (scripts/benchmark.py, issue 7)
+    (batch_size, seq_len), width = index.shape, sequence.size(-1)
+    flat_index = (index + torch.arange(batch_size, device=index.device)[:, None] * seq_len).flatten()
+    return sequence.reshape(batch_size * seq_len, width).index_select(0, flat_index).view(batch_size, seq_len, width)
 
 
 def reverse_within_lengths(sequence: torch.Tensor, layout: SpanLayout) -> torch.Tensor:
@@ -211,60 +215,52 @@ class LinearChainCRF(nn.Module):
             self.end_transitions + penalty[:num_tags, num_tags + 1],
         )
 
-    def _forward_scores(self, emissions: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """Log-sums over paths, α_t (batch, seq_len, C); the forward algorithm."""
+    def _forward_scores(self, emissions: torch.Tensor, lengths: torch.Tensor, reduce=torch.logsumexp):
+        """α_t(c) (batch, seq_len, C): the paths' scores up to step t ending in tag c, combined by `reduce`
+        (`logsumexp`: the forward algorithm; `amax`: Viterbi). α stays put after each row's end."""
         transitions, start, _ = self._scores()
         alpha = start + emissions[:, 0]
         alphas = [alpha]
         for t in range(1, emissions.size(1)):
-            step = torch.logsumexp(alpha.unsqueeze(2) + transitions + emissions[:, t].unsqueeze(1), dim=1)
+            step = reduce(alpha.unsqueeze(2) + transitions + emissions[:, t].unsqueeze(1), dim=1)
             alpha = torch.where((t < lengths).unsqueeze(1), step, alpha)
             alphas.append(alpha)
         return torch.stack(alphas, dim=1)
 
-    def _log_partition(self, emissions: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    def _backward_scores(self, emissions: torch.Tensor, lengths: torch.Tensor, reduce=torch.logsumexp):
+        """β_t(c) (batch, seq_len, C): the paths' scores after step t given tag c there, the end included."""
+        transitions, _, end = self._scores()
+        beta = end.expand_as(emissions[:, 0])
+        betas = [beta]
+        for t in range(emissions.size(1) - 2, -1, -1):
+            step = reduce(transitions + (emissions[:, t + 1] + beta).unsqueeze(1), dim=2)
+            beta = torch.where((t + 1 < lengths).unsqueeze(1), step, end.expand_as(step))
+            betas.append(beta)
+        return torch.stack(betas[::-1], dim=1)
+
+    def log_partition(self, emissions: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """log Z per row: the log-sum of the scores of every tag path."""
         _, _, end = self._scores()
-        final_alpha = self._forward_scores(emissions, lengths)[:, -1]  # α stops moving after each row's end
-        return torch.logsumexp(final_alpha + end, dim=1)
+        return torch.logsumexp(self._forward_scores(emissions, lengths)[:, -1] + end, dim=1)
 
     def negative_log_likelihood(self, emissions: torch.Tensor, tags: torch.Tensor, lengths: torch.Tensor):
         """Per-row −log p(observed tags); unobserved (`-100`) steps are marginalised, empty rows give 0."""
         observed = tags >= 0
         gold_only = torch.full_like(emissions, self.FORBIDDEN).scatter(2, tags.clamp(min=0).unsqueeze(2), 0.0)
         constrained = emissions + torch.where(observed.unsqueeze(2), gold_only, torch.zeros_like(emissions))
-        nll = self._log_partition(emissions, lengths) - self._log_partition(constrained, lengths)
+        nll = self.log_partition(emissions, lengths) - self.log_partition(constrained, lengths)
         return nll * (lengths > 0)
 
-    def marginals(self, emissions: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """Log posterior marginals log p(y_t = c | x) (batch, seq_len, C), by forward-backward."""
-        transitions, _, end = self._scores()
-        alphas = self._forward_scores(emissions, lengths)
-        beta = end.expand_as(emissions[:, 0])
-        betas = [beta]
-        for t in range(emissions.size(1) - 2, -1, -1):
-            step = torch.logsumexp(transitions + (emissions[:, t + 1] + beta).unsqueeze(1), dim=2)
-            beta = torch.where((t + 1 < lengths).unsqueeze(1), step, end.expand_as(step))
-            betas.append(beta)
-        betas = torch.stack(betas[::-1], dim=1)
-        log_partition = torch.logsumexp(alphas[:, -1] + end, dim=1)
-        return alphas + betas - log_partition[:, None, None]
+    def max_marginals(self, emissions: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """(batch, seq_len, C): the score of the best path through tag c at step t, minus the best path's score
+        (so 0 on the Viterbi path, negative elsewhere). Its argmax at every step is the Viterbi path."""
+        forward_best = self._forward_scores(emissions, lengths, reduce=torch.amax)
+        through = forward_best + self._backward_scores(emissions, lengths, reduce=torch.amax)
+        return through - through.amax(dim=2, keepdim=True)
 
     def viterbi_decode(self, emissions: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """The best tag path of each row (batch, seq_len); steps past a row's length are 0."""
-        transitions, start, end = self._scores()
-        score = start + emissions[:, 0]
-        backpointers = []
-        for t in range(1, emissions.size(1)):
-            best_previous, best_previous_tag = (score.unsqueeze(2) + transitions).max(dim=1)
-            score = torch.where((t < lengths).unsqueeze(1), best_previous + emissions[:, t], score)
-            backpointers.append(best_previous_tag)
-        current = (score + end).argmax(dim=1)
-        path = [current]
-        for t in range(emissions.size(1) - 1, 0, -1):
-            previous = backpointers[t - 1].gather(1, current.unsqueeze(1)).squeeze(1)
-            current = torch.where(t < lengths, previous, current)
-            path.append(current)
-        path = torch.stack(path[::-1], dim=1)
+        path = self.max_marginals(emissions, lengths).argmax(dim=2)
         steps = torch.arange(emissions.size(1), device=emissions.device)
         return path.masked_fill(steps >= lengths.unsqueeze(1), 0)
 
@@ -487,24 +483,15 @@ class BiRNNModel(BiRNNPreTrainedModel):
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class BiRNNTokenClassifierOutput(TokenClassifierOutput):
-    r"""
-    tag_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
-        With a CRF, outside training: the Viterbi path of each row (0 at padding).
-    """
-
-    tag_ids: torch.LongTensor | None = None
-
-
 class BiRNNForTokenClassification(BiRNNPreTrainedModel):
     """O_t = H_t W_hq + b_q for every token: NER, POS tagging, chunking; optionally decoded by a linear-chain CRF.
 
     With `config.use_crf` the loss is the CRF's negative log-likelihood per labelled token, and outside training
-    `logits` are the log posterior marginals log p(y_t | x) from forward-backward: the pipeline's softmax of them
-    gives calibrated per-token probabilities, and their argmax is max-marginal decoding. The jointly best path
-    (Viterbi) is returned as `tag_ids`, which the training scripts score. In training mode `logits` are the
-    emission scores O_t (the marginals are not needed for the loss).
+    `logits` are the CRF's max-marginals: for each step and tag, the score of the best tag path through that tag,
+    relative to the best path. Their argmax is the Viterbi path, so the pipeline, `argmax(logits)` and the scores
+    the scripts report all agree; the pipeline's softmax of them says how far the best alternative tag falls behind.
+    (Posterior marginals would give calibrated per-token probabilities, but their argmax can disagree with the best
+    path, e.g. split "New York" into two entities.) In training mode `logits` are the emission scores O_t.
     """
 
     def __init__(self, config: BiRNNConfig):
@@ -529,7 +516,7 @@ class BiRNNForTokenClassification(BiRNNPreTrainedModel):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         **kwargs,
-    ) -> tuple | BiRNNTokenClassifierOutput:
+    ) -> tuple | TokenClassifierOutput:
         r"""
         labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
             Tag ids in `[0, num_labels)`; `-100` marks tokens without a loss (padding, non-first sub-tokens).
@@ -545,19 +532,17 @@ class BiRNNForTokenClassification(BiRNNPreTrainedModel):
         if labels is not None:
             check_labels_shape(labels, tuple(logits.shape[:2]))
 
-        loss = tag_ids = None
+        loss = None
         if self.crf is None:
             if labels is not None:
                 loss = self.loss_function(logits, labels, self.config, **kwargs)
         else:
-            loss, logits, tag_ids = self._crf_outputs(logits, attention_mask, labels, kwargs.get("num_items_in_batch"))
+            loss, logits = self._crf_outputs(logits, attention_mask, labels, kwargs.get("num_items_in_batch"))
 
         if not (return_dict if return_dict is not None else self.config.return_dict):
-            output = tuple(v for v in (logits, outputs.hidden_states, tag_ids) if v is not None)
+            output = (logits,) + ((outputs.hidden_states,) if outputs.hidden_states is not None else ())
             return ((loss,) + output) if loss is not None else output
-        return BiRNNTokenClassifierOutput(
-            loss=loss, logits=logits, hidden_states=outputs.hidden_states, tag_ids=tag_ids
-        )
+        return TokenClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
 
     def _crf_outputs(
         self,
@@ -565,8 +550,8 @@ class BiRNNForTokenClassification(BiRNNPreTrainedModel):
         attention_mask: torch.Tensor | None,
         labels: torch.LongTensor | None,
         num_items_in_batch: torch.Tensor | int | None,
-    ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
-        """(loss, logits, Viterbi tag ids), computed on each row's aligned span and put back in place."""
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """(loss, logits), computed on each row's aligned span and put back in place."""
         batch_size, seq_len, _ = emissions.shape
         layout = SpanLayout.from_attention_mask(attention_mask, batch_size, seq_len, emissions.device)
         aligned_emissions = gather_steps(emissions, layout.align_index)
@@ -581,13 +566,9 @@ class BiRNNForTokenClassification(BiRNNPreTrainedModel):
             labelled_tokens = num_items_in_batch if num_items_in_batch is not None else (labels >= 0).sum()
             loss = nll / torch.as_tensor(labelled_tokens, device=nll.device).clamp(min=1)
         if self.training:
-            return loss, emissions, None
-
-        log_marginals = self.crf.marginals(aligned_emissions, layout.lengths) * real_steps
-        tag_ids = self.crf.viterbi_decode(aligned_emissions, layout.lengths)
-        logits = gather_steps(log_marginals, layout.restore_index)
-        tag_ids = gather_steps(tag_ids.unsqueeze(-1), layout.restore_index).squeeze(-1)
-        return loss, logits, tag_ids
+            return loss, emissions
+        max_marginals = self.crf.max_marginals(aligned_emissions, layout.lengths) * real_steps
+        return loss, gather_steps(max_marginals, layout.restore_index)
 
 
 class BiRNNForMaskedLM(BiRNNPreTrainedModel):
