@@ -115,7 +115,8 @@ def plot_training_curves(log_history: list[dict], metric_name: str, path: Path) 
         loss_axis.plot(epochs, [entry["eval_loss"] for entry in evals], marker="o", label="validation loss")
         metric_axis.plot(epochs, [entry.get(f"eval_{metric_name}") for entry in evals], marker="o", color="C2")
     loss_axis.set(xlabel="epoch", ylabel="loss", title="Loss")
-    loss_axis.legend()
+    if train or evals:
+        loss_axis.legend()
     metric_axis.set(xlabel="epoch", ylabel=metric_name, title=f"Validation {metric_name}")
     metric_axis.grid(alpha=0.3)
     figure.tight_layout()
@@ -150,5 +151,6 @@ RNN_TRAINING_DEFAULTS = {
     "train_sampling_strategy": "group_by_length",  # rows of similar length together: less padding, faster steps
     "logging_steps": 50,
     "report_to": "none",
-    "ddp_find_unused_parameters": False,  # every parameter takes part in every step: spare DDP the graph search
+    "ddp_find_unused_parameters": False,
+    "dataloader_pin_memory": False,  # CPU-first: pinning only warns without an accelerator; pass true on GPUs  # every parameter takes part in every step: spare DDP the graph search
 }
