@@ -8,6 +8,7 @@ them for `save_pretrained` to write `auto_map` and copy the code, so saved folde
 from transformers import (
     AutoConfig,
     AutoModel,
+    AutoModelForCausalLM,
     AutoModelForMaskedLM,
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
@@ -15,6 +16,7 @@ from transformers import (
 
 from .configuration_birnn import BiRNNConfig
 from .modeling_birnn import (
+    BiRNNForCausalLM,
     BiRNNForMaskedLM,
     BiRNNForSequenceClassification,
     BiRNNForTokenClassification,
@@ -26,6 +28,7 @@ AUTO_CLASSES = {
     AutoModel: BiRNNModel,
     AutoModelForTokenClassification: BiRNNForTokenClassification,
     AutoModelForMaskedLM: BiRNNForMaskedLM,
+    AutoModelForCausalLM: BiRNNForCausalLM,
     AutoModelForSequenceClassification: BiRNNForSequenceClassification,
 }
 
@@ -44,6 +47,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BiRNNConfig",
+    "BiRNNForCausalLM",
     "BiRNNForMaskedLM",
     "BiRNNForSequenceClassification",
     "BiRNNForTokenClassification",

@@ -38,11 +38,18 @@ def training_summary(args: TrainingArguments) -> str:
     return "\n".join(["| hyperparameter | value |", "| --- | --- |", *rows])
 
 
-def metrics_table(results_by_split: dict[str, dict[str, float]], metric_names: list[str]) -> str:
+def metrics_table(
+    results_by_split: dict[str, dict[str, float]], metric_names: list[str], percent_metrics: set[str] | None = None
+) -> str:
+    """A markdown table, a row per split; the metrics in `percent_metrics` (all by default) are shown as percentages,
+    the others (a perplexity) as they are."""
+    percent_metrics = set(metric_names) if percent_metrics is None else percent_metrics
     header = "| split | " + " | ".join(metric_names) + " |"
     rule = "| --- |" + " --- |" * len(metric_names)
     rows = [
-        f"| {split} | " + " | ".join(f"{results[name] * 100:.2f}" for name in metric_names) + " |"
+        f"| {split} | "
+        + " | ".join(f"{results[name] * (100 if name in percent_metrics else 1):.2f}" for name in metric_names)
+        + " |"
         for split, results in results_by_split.items()
     ]
     return "\n".join([header, rule, *rows])

@@ -152,5 +152,5 @@ RNN_TRAINING_DEFAULTS = {
     "logging_steps": 50,
     "report_to": "none",
     "ddp_find_unused_parameters": False,
-    "dataloader_pin_memory": False,  # CPU-first: pinning only warns without an accelerator; pass true on GPUs  # every parameter takes part in every step: spare DDP the graph search
+    "dataloader_pin_memory": False,  # pinning only warns without an accelerator; pass true on GPUs  # every parameter takes part in every step: spare DDP the graph search
 }
