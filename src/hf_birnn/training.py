@@ -151,6 +151,6 @@ RNN_TRAINING_DEFAULTS = {
     "train_sampling_strategy": "group_by_length",  # rows of similar length together: less padding, faster steps
     "logging_steps": 50,
     "report_to": "none",
-    "ddp_find_unused_parameters": False,
-    "dataloader_pin_memory": False,  # pinning only warns without an accelerator; pass true on GPUs  # every parameter takes part in every step: spare DDP the graph search
+    "ddp_find_unused_parameters": False,  # every parameter takes part in every step: spare DDP the graph search
+    "dataloader_pin_memory": False,  # pinning only warns without an accelerator; pass true on GPUs
 }
