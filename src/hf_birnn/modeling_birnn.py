@@ -102,8 +102,8 @@ def gather_steps(sequence: torch.Tensor, index: torch.Tensor | None) -> torch.Te
     """Reorder the time steps of each row of `sequence` (batch, seq_len, width) by `index` (batch, seq_len)."""
     if index is None:
         return sequence
-    # `index_select` over the flattened steps copies whole rows; `gather` indexes every element and took 5% of a
-    # CPU forward, and more of a training step, at hidden size 256 (scripts/benchmark.py, issue 7)
+    # `index_select` over the flattened steps copies whole rows; `gather` indexes every element: 13 ms against 0.3 ms
+    # for a (32, 128, 256) batch on one CPU thread, 5% of a BiLSTM forward (issue 7)
     (batch_size, seq_len), width = index.shape, sequence.size(-1)
     flat_index = (index + torch.arange(batch_size, device=index.device)[:, None] * seq_len).flatten()
     return sequence.reshape(batch_size * seq_len, width).index_select(0, flat_index).view(batch_size, seq_len, width)

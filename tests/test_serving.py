@@ -1,0 +1,172 @@
+"""CPU serving paths against eager fp32: `quantize_for_cpu` and `export_onnx` (+ ONNX Runtime) give the same labels
+on padded batches (left, right and both sides), and `scripts/benchmark.py --quick` runs. Nothing here is timed."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import pipeline
+
+from hf_birnn import BiRNNConfig, BiRNNForTokenClassification, BiRNNModel
+from hf_birnn.serving import export_onnx, quantize_for_cpu
+from hf_birnn.tokenization import train_wordpiece_tokenizer
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CELL_TYPES = ("rnn", "gru", "lstm")
+NUM_LABELS = 5
+ATOL = 1e-5
+SENTENCES = [
+    "the cat sat on the mat",
+    "a dog ran in the park today",
+    "birds sing in the early morning light",
+    "the quick brown fox jumps over the lazy dog",
+]
+
+
+def tiny_config(vocab_size: int = 99, cell_type: str = "lstm", **overrides) -> BiRNNConfig:
+    fields = dict(
+        vocab_size=vocab_size,
+        embedding_size=16,
+        hidden_size=32,
+        backward_hidden_size=24,
+        num_hidden_layers=2,
+        num_labels=NUM_LABELS,
+        cell_type=cell_type,
+    )
+    return BiRNNConfig(**(fields | overrides))
+
+
+def trained_tagger(config: BiRNNConfig, steps: int = 80) -> BiRNNForTokenClassification:
+    """A tagger trained to label each token `id % NUM_LABELS`: a random model's near-ties would let int8 rounding
+    flip labels, a trained one decides with margins, as a real tagger does."""
+    torch.manual_seed(0)
+    model = BiRNNForTokenClassification(config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(steps):
+        input_ids, attention_mask = padded_batch(config.vocab_size, seq_len=12)
+        labels = (input_ids % NUM_LABELS).masked_fill(attention_mask == 0, -100)
+        optimizer.zero_grad()
+        model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss.backward()
+        optimizer.step()
+    return model.eval()
+
+
+def padded_batch(vocab_size: int, seq_len: int = 9, generator: torch.Generator | None = None):
+    """Eight rows: full, right-padded, left-padded and padded on both sides (two of each)."""
+    input_ids = torch.randint(1, vocab_size, (8, seq_len), generator=generator)
+    attention_mask = torch.ones(8, seq_len, dtype=torch.long)
+    attention_mask[2:4, seq_len - 3 :] = 0
+    attention_mask[4:6, :2] = 0
+    attention_mask[6:8, :2] = 0
+    attention_mask[6:8, seq_len - 2 :] = 0
+    return input_ids * attention_mask, attention_mask
+
+
+def real_labels(logits: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    return logits.argmax(-1)[attention_mask.bool()]
+
+
+@pytest.fixture(scope="module", params=CELL_TYPES)
+def tagger(request) -> BiRNNForTokenClassification:
+    return trained_tagger(tiny_config(cell_type=request.param))
+
+
+def test_quantized_model_gives_the_eager_labels_on_padded_rows(tagger):
+    quantized = quantize_for_cpu(tagger)
+    input_ids, attention_mask = padded_batch(tagger.config.vocab_size, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        eager = tagger(input_ids=input_ids, attention_mask=attention_mask).logits
+        int8 = quantized(input_ids=input_ids, attention_mask=attention_mask).logits
+    assert torch.equal(real_labels(int8, attention_mask), real_labels(eager, attention_mask))
+
+
+def test_quantized_model_has_int8_recurrences_and_leaves_the_original_alone(tagger):
+    quantized = quantize_for_cpu(tagger)
+    int8_modules = torch.ao.nn.quantized.dynamic
+    int8_cells = {"rnn": torch.nn.RNN, "gru": int8_modules.GRU, "lstm": int8_modules.LSTM}  # no int8 plain RNN
+    assert isinstance(quantized.birnn.layers[0].backward_rnn, int8_cells[tagger.config.cell_type])
+    assert isinstance(quantized.classifier, int8_modules.Linear) and not quantized.training
+    assert not isinstance(tagger.classifier, int8_modules.Linear)
+
+
+def test_quantized_model_serves_the_token_classification_pipeline():
+    tokenizer = train_wordpiece_tokenizer(SENTENCES * 4, vocab_size=120, min_frequency=1)
+    id2label = {i: label for i, label in enumerate(["O", "B-X", "I-X", "B-Y", "I-Y"])}
+    model = trained_tagger(tiny_config(vocab_size=len(tokenizer), id2label=id2label))
+    tagged = {}
+    for name, tagger in (("fp32", model), ("int8", quantize_for_cpu(model))):
+        tag = pipeline("token-classification", model=tagger, tokenizer=tokenizer, device="cpu")
+        tagged[name] = [[(token["word"], token["entity"]) for token in row] for row in tag(SENTENCES, batch_size=2)]
+    assert tagged["int8"] == tagged["fp32"]
+
+
+@pytest.mark.parametrize("cell_type", CELL_TYPES)
+def test_onnx_export_is_padding_exact_with_dynamic_batch_and_length(cell_type, tmp_path):
+    onnxruntime = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    model = trained_tagger(tiny_config(cell_type=cell_type), steps=10)
+    session = onnxruntime.InferenceSession(str(export_onnx(model, tmp_path / "tagger.onnx")))
+    generator = torch.Generator().manual_seed(2)
+    for seq_len in (9, 3, 17):  # none of them the export example's length (4)
+        input_ids, attention_mask = padded_batch(model.config.vocab_size, seq_len=seq_len, generator=generator)
+        for rows in (slice(None), slice(2, 3)):  # batch sizes 8 and 1
+            feed = {"input_ids": input_ids[rows].numpy(), "attention_mask": attention_mask[rows].numpy()}
+            (logits,) = session.run(["logits"], feed)
+            with torch.no_grad():
+                eager = model(input_ids=input_ids[rows], attention_mask=attention_mask[rows]).logits
+            torch.testing.assert_close(torch.from_numpy(logits), eager, atol=ATOL, rtol=0)
+
+
+def test_onnx_base_model_outputs_states_and_pooled_output(tmp_path):
+    onnxruntime = pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    model = BiRNNModel(tiny_config(cell_type="rnn")).eval()
+    session = onnxruntime.InferenceSession(str(export_onnx(model, tmp_path / "encoder.onnx")))
+    input_ids, attention_mask = padded_batch(model.config.vocab_size, seq_len=6)
+    outputs = session.run(None, {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()})
+    with torch.no_grad():
+        eager = model(input_ids=input_ids, attention_mask=attention_mask)
+    assert [output.name for output in session.get_outputs()] == ["last_hidden_state", "pooler_output"]
+    torch.testing.assert_close(torch.from_numpy(outputs[0]), eager.last_hidden_state, atol=ATOL, rtol=0)
+    torch.testing.assert_close(torch.from_numpy(outputs[1]), eager.pooler_output, atol=ATOL, rtol=0)
+
+
+def test_int8_onnx_export_gives_the_eager_labels(tmp_path):
+    onnxruntime = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    model = trained_tagger(tiny_config(cell_type="lstm"))
+    session = onnxruntime.InferenceSession(str(export_onnx(model, tmp_path / "int8.onnx", quantize=True)))
+    assert any(node.op_type == "DynamicQuantizeLSTM" for node in _onnx_nodes(tmp_path / "int8.onnx"))
+    input_ids, attention_mask = padded_batch(model.config.vocab_size, generator=torch.Generator().manual_seed(3))
+    (logits,) = session.run(["logits"], {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()})
+    with torch.no_grad():
+        eager = model(input_ids=input_ids, attention_mask=attention_mask).logits
+    assert torch.equal(real_labels(torch.from_numpy(logits), attention_mask), real_labels(eager, attention_mask))
+
+
+def _onnx_nodes(path: Path):
+    import onnx
+
+    return onnx.load(str(path)).graph.node
+
+
+def test_onnx_export_refuses_a_crf_head(tmp_path):
+    model = BiRNNForTokenClassification(tiny_config(use_crf=True))
+    with pytest.raises(ValueError, match="CRF"):
+        export_onnx(model, tmp_path / "crf.onnx")
+
+
+@pytest.mark.slow
+def test_benchmark_quick_runs_every_section(tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    command = [sys.executable, str(REPO_ROOT / "scripts" / "benchmark.py"), "--quick", "--output_dir", str(tmp_path)]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO_ROOT)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    tables = json.loads((tmp_path / "results.json").read_text())["tables"]
+    assert set(tables) == {"overhead", "directions", "trainer", "int8", "onnx", "scaling", "pipeline", "denormal"}
+    assert (tmp_path / "length_scaling.png").stat().st_size > 0
+    assert "| BiRNN / packed |" in completed.stdout
