@@ -1,15 +1,17 @@
 #!/usr/bin/env python
 """Train, evaluate, save and serve a BiRNN sentence classifier with `transformers.Trainer`.
 
-Flags follow transformers' `examples/pytorch/text-classification/run_classification.py` where they make sense.
-Banking77 (77 intents; see the README for the data):
+Flags follow transformers' `examples/pytorch/text-classification/run_classification.py` where they make sense; the
+defaults are the recipe tuned on Banking77's validation split (77 intents; see the README for the data):
 
-    python scripts/run_classification.py --train_file banking77/train.csv --test_file banking77/test.csv \
-        --label_column_name category --label_list_file banking77/categories.json --output_dir outputs/banking77
+    OMP_NUM_THREADS=1 python scripts/run_classification.py --train_file banking77/train.csv \
+        --test_file banking77/test.csv --label_column_name category --label_list_file banking77/categories.json \
+        --output_dir outputs/banking77-bigru --torch_compile false
 """
 
 import json
 import logging
+import shlex
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +32,6 @@ from transformers import (
 
 from hf_birnn import BiRNNConfig, BiRNNForSequenceClassification
 from hf_birnn.classification import (
-    WordDropout,
     argmax_logits,
     carve_validation_split,
     compute_classification_metrics,
@@ -71,13 +72,13 @@ ClassificationTrainingArguments = training_arguments_with_defaults(
     do_train=True,
     do_eval=True,
     do_predict=True,
-    num_train_epochs=20.0,
+    num_train_epochs=25.0,
     per_device_train_batch_size=64,
     per_device_eval_batch_size=128,
     metric_for_best_model="accuracy",
     greater_is_better=True,
-    # Without label smoothing, weight decay and dropout 0.5 (--config_overrides) a BiRNN memorises Banking77's 9k
-    # training texts within 10 epochs: validation accuracy 86.6 % instead of 90-91 %.
+    # Without label smoothing, weight decay, dropout 0.5 and word dropout (--config_overrides) a BiRNN memorises
+    # Banking77's 9k training texts within 10 epochs: validation accuracy 86.6 % instead of 91-92 %.
     label_smoothing_factor=0.1,
     weight_decay=0.01,
     **{**RNN_TRAINING_DEFAULTS, "learning_rate": 3e-3},  # batch 64: twice the batch, a larger step
@@ -96,7 +97,7 @@ class ModelArguments:
     config_name: str | None = field(default=None, metadata={"help": "Config file or folder for a fresh model."})
     config_overrides: str | None = field(
         default="embedding_size=128,hidden_size=384,num_hidden_layers=1,cell_type=gru,embedding_dropout=0.5,"
-        "hidden_dropout=0.5,classifier_dropout=0.5",
+        "word_dropout=0.2,hidden_dropout=0.5,classifier_dropout=0.5",
         metadata={"help": "Comma-separated `field=value` BiRNNConfig settings for a fresh model."},
     )
     tokenizer_name: str | None = field(
@@ -144,10 +145,6 @@ class DataTrainingArguments:
         },
     )
     max_seq_length: int | None = field(default=None, metadata={"help": "Truncate longer tokenized texts."})
-    word_dropout: float = field(
-        default=0.0,
-        metadata={"help": "In training, replace each token by [UNK] with this probability (drawn anew each epoch)."},
-    )
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only this many training rows."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use only this many validation rows."})
     max_predict_samples: int | None = field(default=None, metadata={"help": "Use only this many test rows."})
@@ -252,14 +249,6 @@ def tokenize(
     return raw.map(encode, batched=True, remove_columns=["text", "label"], desc="Tokenizing")
 
 
-def training_rows(
-    encoded: datasets.DatasetDict, tokenizer: PreTrainedTokenizerBase, word_dropout: float
-) -> datasets.Dataset | None:
-    if "train" not in encoded or word_dropout == 0:
-        return encoded.get("train")
-    return encoded["train"].with_transform(WordDropout(word_dropout, tokenizer.unk_token_id))
-
-
 def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = HfArgumentParser((ModelArguments, DataTrainingArguments, ClassificationTrainingArguments))
     if argv is None and len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
@@ -282,7 +271,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     trainer = BiRNNTrainer(
         model=model,
         args=training_args,
-        train_dataset=training_rows(encoded, tokenizer, data_args.word_dropout) if training_args.do_train else None,
+        train_dataset=encoded.get("train") if training_args.do_train else None,
         eval_dataset=encoded.get("validation") if training_args.do_eval else None,
         processing_class=tokenizer,
         data_collator=DataCollatorWithPadding(tokenizer),
@@ -377,15 +366,27 @@ def write_run_artifacts(
         num_labels=len(label_list),
         metrics_table=metrics_table(results_by_split, METRIC_NAMES),
         data_description=data_description,
-        command="python scripts/run_classification.py " + " ".join(sys.argv[1:]),
-        training_table=training_summary(trainer.args),
-        casing="lower-cased" if lowercases(trainer.processing_class) else "cased",
+        command=shlex.join(["python", "scripts/run_classification.py", *sys.argv[1:]]),
+        training_table=regularisation_rows(trainer),
+        casing="lower-cased" if tokenizer_lowercases(trainer.processing_class) else "cased",
         example_sentence=demo_texts(data_args, raw)[0],
     )
     (output_dir / "label_list.json").write_text(json.dumps(label_list, indent=2))
 
 
-def lowercases(tokenizer: PreTrainedTokenizerBase) -> bool:
+def regularisation_rows(trainer: BiRNNTrainer) -> str:
+    """The shared hyperparameter table plus what keeps a BiRNN from memorising a small training set."""
+    config = trainer.model.config
+    settings = {
+        "label_smoothing_factor": trainer.args.label_smoothing_factor,
+        "dropout (embedding / word / classifier)": (
+            f"{config.embedding_dropout} / {config.word_dropout} / {config.classifier_dropout}"
+        ),
+    }
+    return training_summary(trainer.args) + "".join(f"\n| {name} | {value} |" for name, value in settings.items())
+
+
+def tokenizer_lowercases(tokenizer: PreTrainedTokenizerBase) -> bool:
     normalizer = tokenizer.backend_tokenizer.normalizer
     return normalizer is not None and normalizer.normalize_str("A") == "a"
 

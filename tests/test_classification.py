@@ -1,15 +1,13 @@
 """Sentence-classification helpers: reading CSV with quoted line breaks, the label order, the carved validation split,
-word dropout, accuracy and macro-F1 on a hand-made case."""
+accuracy and macro-F1 on a hand-made case."""
 
 import csv
 import json
-import random
 
 import pytest
 from datasets import Dataset, DatasetDict
 
 from hf_birnn.classification import (
-    WordDropout,
     carve_validation_split,
     classification_scores,
     label_list_from,
@@ -71,15 +69,3 @@ def test_predictions_csv_round_trips_texts_with_commas_and_line_breaks(tmp_path)
         (texts[0], "a", "a"),
         (texts[1], "b", "a"),
     ]
-
-
-def test_word_dropout_replaces_tokens_at_its_rate_anew_on_each_read_and_keeps_the_mask():
-    rows = {"input_ids": [[5] * 2000, [7] * 3], "attention_mask": [[1] * 2000, [1] * 3], "labels": [0, 1]}
-    training_rows = Dataset.from_dict(rows).with_transform(WordDropout(0.25, unk_token_id=1))
-    random.seed(0)
-    first_read, second_read = training_rows[0], training_rows[0]
-    assert set(first_read["input_ids"]) == {1, 5}
-    assert first_read["input_ids"].count(1) / 2000 == pytest.approx(0.25, abs=0.03)
-    assert first_read["input_ids"] != second_read["input_ids"]
-    assert first_read["attention_mask"] == rows["attention_mask"][0] and first_read["labels"] == 0
-    assert Dataset.from_dict(rows).with_transform(WordDropout(0.0, unk_token_id=1))[1]["input_ids"] == [7, 7, 7]

@@ -67,7 +67,7 @@ def csv_files(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def trained_classifier(csv_files, tmp_path_factory) -> tuple[Path, dict]:
-    """No validation file: 10 % of train is carved off as the validation split. Word dropout on."""
+    """No validation file: 10 % of train is carved off as the validation split."""
     output_dir = tmp_path_factory.mktemp("classifier")
     results = run_classification.main(
         [
@@ -81,7 +81,6 @@ def trained_classifier(csv_files, tmp_path_factory) -> tuple[Path, dict]:
             "--per_device_train_batch_size", "8",
             "--learning_rate", "0.03",
             "--num_train_epochs", "4",
-            "--word_dropout", "0.1",
             "--seed", "3",
             "--run_demo", "false",
         ]

@@ -7,7 +7,6 @@ its metric scripts from the Hub.
 
 import csv
 import json
-import random
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -79,23 +78,6 @@ def carve_validation_split(raw: DatasetDict, percentage: float, seed: int) -> Da
         test_size=validation_size, seed=seed, stratify_by_column="label" if stratify else None
     )
     return DatasetDict({**raw, "train": split["train"], "validation": split["test"]})
-
-
-class WordDropout:
-    """A training-set transform (`Dataset.with_transform`) that replaces each token by `[UNK]` with probability
-    `probability`, drawn anew each time a row is read: the model learns not to rest a class on single words and to
-    cope with the unknown words of new text (word dropout, Iyyer et al. 2015; Gal and Ghahramani 2016)."""
-
-    def __init__(self, probability: float, unk_token_id: int):
-        self.probability = probability
-        self.unk_token_id = unk_token_id
-
-    def __call__(self, batch: dict[str, list]) -> dict[str, list]:
-        batch["input_ids"] = [
-            [self.unk_token_id if random.random() < self.probability else token_id for token_id in row]
-            for row in batch["input_ids"]
-        ]
-        return batch
 
 
 def classification_scores(predicted_ids: Sequence[int], label_ids: Sequence[int]) -> dict[str, float]:
