@@ -30,7 +30,7 @@ from transformers import (
     set_seed,
 )
 
-from hf_birnn import BiRNNConfig, BiRNNForSequenceClassification
+from hf_birnn import BiRNNForSequenceClassification
 from hf_birnn.classification import (
     argmax_logits,
     carve_validation_split,
@@ -53,7 +53,7 @@ from hf_birnn.tokenization import train_wordpiece_tokenizer
 from hf_birnn.training import (
     RNN_TRAINING_DEFAULTS,
     BiRNNTrainer,
-    parse_config_overrides,
+    fresh_model,
     plot_training_curves,
     training_arguments_with_defaults,
 )
@@ -228,14 +228,14 @@ def build_model(
             label2id=label2id,
             ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
         )
-    settings = {}
-    if model_args.config_name is not None:
-        settings = BiRNNConfig.from_pretrained(model_args.config_name).to_dict()
-        for key in ("model_type", "transformers_version", "auto_map", "architectures", "id2label", "label2id"):
-            settings.pop(key, None)
-    settings.update(parse_config_overrides(model_args.config_overrides))
-    settings.update(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
-    return BiRNNForSequenceClassification(BiRNNConfig(**settings, id2label=id2label, label2id=label2id))
+    return fresh_model(
+        BiRNNForSequenceClassification,
+        tokenizer,
+        model_args.config_name,
+        model_args.config_overrides,
+        id2label=id2label,
+        label2id=label2id,
+    )
 
 
 def tokenize(

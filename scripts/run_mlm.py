@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
-import torch
 import transformers
 from huggingface_hub import ModelCardData
 from transformers import (
@@ -50,7 +49,7 @@ from hf_birnn.tokenization import train_wordpiece_tokenizer
 from hf_birnn.training import (
     RNN_TRAINING_DEFAULTS,
     BiRNNTrainer,
-    fresh_config,
+    fresh_model,
     plot_training_curves,
     training_arguments_with_defaults,
 )
@@ -86,7 +85,7 @@ class ModelArguments:
     config_name: str | None = field(default=None, metadata={"help": "Config file or folder for a fresh model."})
     config_overrides: str | None = field(
         default="embedding_size=128,hidden_size=256,num_hidden_layers=2,cell_type=lstm,embedding_dropout=0.25,"
-        "hidden_dropout=0.25,classifier_dropout=0.25",
+        "hidden_dropout=0.25,classifier_dropout=0.25,embedding_initializer_range=1.0",
         metadata={
             "help": "Comma-separated `field=value` BiRNNConfig settings for a fresh model. A tagger fine-tuned from "
             "the MLM keeps them (run_ner.py's --config_overrides applies to fresh models only), so give its "
@@ -97,14 +96,6 @@ class ModelArguments:
         default=None, metadata={"help": "A saved fast tokenizer with a mask token; by default one is trained."}
     )
     tokenizer_vocab_size: int = field(default=8000, metadata={"help": "Vocabulary size of a trained tokenizer."})
-    embedding_init_std: float = field(
-        default=1.0,
-        metadata={
-            "help": "Std of a fresh model's embeddings. At the config's initializer_range (0.02) the signal shrinks "
-            "through every layer and the tied decoder, and training idles at the unigram loss for hundreds of "
-            "steps; 1.0 (`nn.Embedding`'s own default) feeds the LSTM inputs of unit scale."
-        },
-    )
 
 
 @dataclass
@@ -179,18 +170,7 @@ def load_or_train_tokenizer(
 def build_model(model_args: ModelArguments, tokenizer: PreTrainedTokenizerBase) -> BiRNNForMaskedLM:
     if model_args.model_name_or_path is not None:
         return AutoModelForMaskedLM.from_pretrained(model_args.model_name_or_path)
-    config = fresh_config(
-        model_args.config_name,
-        model_args.config_overrides,
-        vocab_size=len(tokenizer),
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    model = BiRNNForMaskedLM(config)
-    embedding_weight = model.get_input_embeddings().weight
-    with torch.no_grad():
-        embedding_weight.normal_(std=model_args.embedding_init_std)
-        embedding_weight[tokenizer.pad_token_id] = 0.0
-    return model
+    return fresh_model(BiRNNForMaskedLM, tokenizer, model_args.config_name, model_args.config_overrides)
 
 
 def tokenize_into_rows(

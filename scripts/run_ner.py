@@ -27,7 +27,7 @@ from transformers import (
     set_seed,
 )
 
-from hf_birnn import BiRNNConfig, BiRNNForTokenClassification
+from hf_birnn import BiRNNForTokenClassification
 from hf_birnn.hub import push_training_output
 from hf_birnn.model_card import (
     architecture_summary,
@@ -37,6 +37,7 @@ from hf_birnn.model_card import (
     write_model_card,
 )
 from hf_birnn.tagging import (
+    TASK_SCORES,
     WordTagScorer,
     align_labels_with_tokens,
     convert_iob1_to_iob2,
@@ -49,7 +50,7 @@ from hf_birnn.tokenization import train_wordpiece_tokenizer
 from hf_birnn.training import (
     RNN_TRAINING_DEFAULTS,
     BiRNNTrainer,
-    parse_config_overrides,
+    fresh_model,
     plot_training_curves,
     training_arguments_with_defaults,
 )
@@ -59,6 +60,8 @@ logger = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WNUT17_DIR = REPO_ROOT / "data" / "wnut17"
 CARD_TEMPLATE = REPO_ROOT / "model_cards" / "token-classification.md"
+TASK_METRICS = {"ner": ["precision", "recall", "f1"], "chunk": ["precision", "recall", "f1"], "pos": ["accuracy"]}
+TASK_DESCRIPTIONS = {"ner": "named-entity recognition", "chunk": "chunking", "pos": "part-of-speech tagging"}
 DEMO_SENTENCES = [
     "Justin Bieber is playing Madison Square Garden in New York next Friday .",
     "Just bought the new iPhone from Apple , loving it so far",
@@ -110,13 +113,25 @@ class DataTrainingArguments:
     dataset_name: str | None = field(default=None, metadata={"help": "A Hub dataset (needs network access)."})
     dataset_config_name: str | None = field(default=None, metadata={"help": "The Hub dataset's configuration."})
     train_file: str | None = field(
-        default=None, metadata={"help": "CoNLL columns or JSON lines; WNUT-17 (data/wnut17) when no data is given."}
+        default=None,
+        metadata={
+            "help": "CoNLL columns, CoNLL-U (`.conllu`: columns `tokens`, `upos`, `xpos`, ...) or JSON lines; "
+            "WNUT-17 (data/wnut17) when no data is given."
+        },
     )
     validation_file: str | None = field(default=None, metadata={"help": "Validation data, same format."})
     test_file: str | None = field(default=None, metadata={"help": "Test data, same format."})
     conll_column_names: str = field(
         default="tokens,ner_tags",
         metadata={"help": "Names of the whitespace-separated columns of CoNLL files, in order."},
+    )
+    task_name: str = field(
+        default="ner",
+        metadata={
+            "help": "`ner` or `chunk` (entity-level precision / recall / F1, best epoch by F1) or `pos` (word "
+            "accuracy, best epoch by accuracy).",
+            "choices": sorted(TASK_SCORES),
+        },
     )
     text_column_name: str = field(default="tokens", metadata={"help": "The column holding the words."})
     label_column_name: str = field(default="ner_tags", metadata={"help": "The column holding the tags."})
@@ -216,15 +231,14 @@ def build_model(
             label2id=label2id,
             ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
         )
-    settings = {}
-    if model_args.config_name is not None:
-        settings = BiRNNConfig.from_pretrained(model_args.config_name).to_dict()
-        for key in ("model_type", "transformers_version", "auto_map", "architectures", "id2label", "label2id"):
-            settings.pop(key, None)
-    settings.update(parse_config_overrides(model_args.config_overrides))
-    settings.update(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
-    config = BiRNNConfig(**settings, id2label=id2label, label2id=label2id)
-    return BiRNNForTokenClassification(config)
+    return fresh_model(
+        BiRNNForTokenClassification,
+        tokenizer,
+        model_args.config_name,
+        model_args.config_overrides,
+        id2label=id2label,
+        label2id=label2id,
+    )
 
 
 def tokenize_and_align(
@@ -277,6 +291,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
     transformers.utils.logging.set_verbosity_warning()
     set_seed(training_args.seed)
+    headline_metric = TASK_METRICS[data_args.task_name][-1]
+    if training_args.metric_for_best_model == "f1" and headline_metric != "f1":
+        training_args.metric_for_best_model = headline_metric  # `pos` has no F1 to pick the best epoch by
 
     raw = load_raw_splits(data_args)
     label_list = label_list_from([tags for split in raw.values() for tags in split["tags"]])
@@ -286,8 +303,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     logger.info("%s, %s parameters, labels %s", type(model).__name__, f"{model.num_parameters():,}", label_list)
 
     encoded = tokenize_and_align(raw, tokenizer, label2id, data_args)
+    score = TASK_SCORES[data_args.task_name]
     scorers = {
-        split: WordTagScorer(word_ids_of(encoded[split]), raw[split]["tags"], model.config.id2label)
+        split: WordTagScorer(word_ids_of(encoded[split]), raw[split]["tags"], model.config.id2label, score)
         for split in ("validation", "test")
         if split in encoded
     }
@@ -328,7 +346,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     if trainer.is_world_process_zero() and training_args.do_train:
         write_run_artifacts(trainer, model_args, data_args, results)
         if data_args.run_demo:
-            run_pipeline_demo(training_args.output_dir)
+            run_pipeline_demo(training_args.output_dir, data_args.task_name)
         if training_args.push_to_hub:
             push_training_output(trainer)  # the card, metrics and plots written above
     return results
@@ -338,12 +356,12 @@ def write_run_artifacts(
     trainer: BiRNNTrainer, model_args: ModelArguments, data_args: DataTrainingArguments, results: dict[str, float]
 ) -> None:
     output_dir = Path(trainer.args.output_dir)
-    plot_training_curves(trainer.state.log_history, "f1", output_dir / "training_curves.png")
-    metric_names = ["precision", "recall", "f1"]
+    metric_names = TASK_METRICS[data_args.task_name]
+    plot_training_curves(trainer.state.log_history, metric_names[-1], output_dir / "training_curves.png")
     results_by_split = {
         split: {name: results[f"{prefix}_{name}"] for name in metric_names}
         for split, prefix in (("validation", "eval"), ("test", "test"))
-        if f"{prefix}_f1" in results
+        if f"{prefix}_{metric_names[-1]}" in results
     }
     dataset_name = data_args.dataset_display_name()
     dataset_id = data_args.dataset_name or ("wnut_17" if dataset_name == "WNUT-17" else dataset_name)
@@ -352,9 +370,9 @@ def write_run_artifacts(
         license="apache-2.0",
         library_name="transformers",
         pipeline_tag="token-classification",
-        tags=["birnn", "bilstm", "token-classification", "ner", "hf_birnn"],
+        tags=["birnn", "bilstm", "token-classification", data_args.task_name, "hf_birnn"],
         datasets=[dataset_id],
-        metrics=["precision", "recall", "f1"],
+        metrics=metric_names,
         model_name=output_dir.name,
         eval_results=evaluation_results(
             results_by_split, metric_names, "token-classification", dataset_id, dataset_name
@@ -367,7 +385,7 @@ def write_run_artifacts(
         model_name=output_dir.name,
         model_id=trainer.hub_model_id or output_dir.name,
         architecture=architecture_summary(trainer.model.config, trainer.model.num_parameters()),
-        task_description="named-entity recognition",
+        task_description=TASK_DESCRIPTIONS[data_args.task_name],
         dataset_name=dataset_name,
         metrics_table=metrics_table(results_by_split, metric_names),
         data_description=f"{dataset_name}; data license: {data_args.dataset_license}.",
@@ -378,12 +396,19 @@ def write_run_artifacts(
     (output_dir / "label_list.json").write_text(json.dumps(list(trainer.model.config.id2label.values()), indent=2))
 
 
-def run_pipeline_demo(model_dir: str) -> None:
-    tagger = pipeline("token-classification", model=model_dir, aggregation_strategy="simple", device="cpu")
-    print("\nPipeline demo: pipeline('token-classification', aggregation_strategy='simple')")
-    for sentence, entities in zip(DEMO_SENTENCES, tagger(DEMO_SENTENCES), strict=True):
-        found = ", ".join(f"{e['word']!r} {e['entity_group']} ({e['score']:.2f})" for e in entities) or "no entities"
-        print(f"  {sentence}\n    -> {found}")
+def run_pipeline_demo(model_dir: str, task_name: str) -> None:
+    """Entities grouped by the pipeline (`simple` aggregation); for POS tags, each word with the tag of its first
+    sub-token (grouping would merge neighbouring words that share a tag)."""
+    strategy = "none" if task_name == "pos" else "simple"
+    tagger = pipeline("token-classification", model=model_dir, aggregation_strategy=strategy, device="cpu")
+    print(f"\nPipeline demo: pipeline('token-classification', aggregation_strategy={strategy!r})")
+    for sentence, predictions in zip(DEMO_SENTENCES, tagger(DEMO_SENTENCES), strict=True):
+        if task_name == "pos":
+            words = [p for p in predictions if not p["word"].startswith("##")]
+            found = " ".join(f"{p['word']}/{p['entity']}" for p in words)
+        else:
+            found = ", ".join(f"{p['word']!r} {p['entity_group']} ({p['score']:.2f})" for p in predictions)
+        print(f"  {sentence}\n    -> {found or 'no entities'}")
 
 
 if __name__ == "__main__":

@@ -184,3 +184,47 @@ def test_resuming_from_a_checkpoint_ends_with_the_uninterrupted_weights(conll_fi
     assert straight.keys() == resumed.keys()
     for name in straight:
         torch.testing.assert_close(resumed[name], straight[name], atol=1e-6, rtol=0)
+
+
+def write_conllu(path: Path, sentences) -> None:
+    """CoNLL-U with a UPOS column made from the generated sentences (PROPN inside entities), a multiword token
+    range in each sentence that the reader must skip."""
+    lines = []
+    for index, (tokens, tags) in enumerate(sentences):
+        lines += [f"# sent_id = {index}", f"1-2\t{tokens[0]}{tokens[1]}" + "\t_" * 8]
+        for position, (token, tag) in enumerate(zip(tokens, tags, strict=True), start=1):
+            upos = "PROPN" if tag != "O" else ("PUNCT" if token == "." else "X")
+            lines.append("\t".join([str(position), token, token, upos, "_", "_", "0", "dep", "_", "_"]))
+        lines.append("")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_pos_task_on_conllu_scores_word_accuracy_with_spelling_features(tmp_path):
+    files = {}
+    for split, count, seed in (("train", 48, 7), ("validation", 8, 8), ("test", 8, 9)):
+        files[split] = tmp_path / f"{split}.conllu"
+        write_conllu(files[split], make_sentences(count, seed))
+    output_dir = tmp_path / "pos"
+    results = run_ner.main(
+        [
+            "--train_file", str(files["train"]),
+            "--validation_file", str(files["validation"]),
+            "--test_file", str(files["test"]),
+            "--task_name", "pos",
+            "--label_column_name", "upos",
+            "--output_dir", str(output_dir),
+            "--config_overrides", TINY_MODEL + ",character_filters=8,character_embedding_size=8",
+            "--tokenizer_vocab_size", "200",
+            "--per_device_train_batch_size", "8",
+            "--learning_rate", "0.01",
+            "--num_train_epochs", "20",
+        ]
+    )  # fmt: skip
+    assert results["test_accuracy"] > 0.9, results  # PROPN / PUNCT / X from the generated sentences
+    assert "test_f1" not in results
+    config = json.loads((output_dir / "config.json").read_text())
+    assert set(config["label2id"]) == {"PROPN", "PUNCT", "X"}
+    card = (output_dir / "README.md").read_text()
+    assert "part-of-speech tagging" in card and f"{results['test_accuracy'] * 100:.2f}" in card
+    model = AutoModelForTokenClassification.from_pretrained(output_dir)
+    assert model.birnn.token_spelling.token_spellings.any()  # read from the trained tokenizer, saved, reloaded

@@ -9,8 +9,25 @@ from hf_birnn.tagging import (
     convert_iob1_to_iob2,
     entity_scores,
     label_list_from,
+    load_tagging_dataset,
+    read_conllu,
+    tag_accuracy,
     word_predictions,
 )
+
+CONLLU = """# sent_id = 1
+# text = I'm in N.Y.
+1-2	I'm	_	_	_	_	_	_	_	_
+1	I	I	PRON	PRP	_	3	nsubj	_	_
+2	'm	be	AUX	VBP	_	3	cop	_	_
+3	in	in	ADP	IN	_	4	case	_	_
+4	N.Y.	N.Y.	PROPN	NNP	_	0	root	_	_
+
+# sent_id = 2
+1	Go	go	VERB	VB	_	0	root	_	_
+1.1	go	go	VERB	VB	_	_	_	0:root	CopyOf=1
+2	!	!	PUNCT	.	_	1	punct	_	_
+"""
 
 
 @pytest.mark.parametrize(
@@ -67,3 +84,31 @@ def test_word_scorer_maps_padded_token_predictions_back_to_words():
     assert scores["f1"] == 1.0
     with pytest.raises(ValueError, match="predictions for 1 rows, expected 2"):
         scorer.predicted_tags(predictions[:1])
+
+
+def test_conllu_keeps_word_rows_and_skips_multiword_tokens_and_empty_nodes(tmp_path):
+    path = tmp_path / "tiny.conllu"
+    path.write_text(CONLLU)
+    columns = read_conllu(path)
+    assert columns["tokens"] == [["I", "'m", "in", "N.Y."], ["Go", "!"]]
+    assert columns["upos"] == [["PRON", "AUX", "ADP", "PROPN"], ["VERB", "PUNCT"]]
+    raw = load_tagging_dataset({"train": str(path)}, "tokens", "upos", conll_column_names=[])
+    assert raw["train"]["tags"] == [["PRON", "AUX", "ADP", "PROPN"], ["VERB", "PUNCT"]]
+
+
+def test_malformed_conllu_line_is_named(tmp_path):
+    path = tmp_path / "bad.conllu"
+    path.write_text("1\tGo\tgo\tVERB\n")
+    with pytest.raises(ValueError, match="bad.conllu, line 1: expected 10 tab-separated CoNLL-U fields, got 4"):
+        read_conllu(path)
+
+
+def test_mixed_file_formats_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="Mixed file formats"):
+        load_tagging_dataset({"train": "a.conllu", "test": "b.txt"}, "tokens", "upos", conll_column_names=[])
+
+
+def test_tag_accuracy_counts_words():
+    gold = [["DET", "NOUN", "VERB"], ["PUNCT"]]
+    predicted = [["DET", "VERB", "VERB"], ["PUNCT"]]
+    assert tag_accuracy(gold, predicted) == {"accuracy": 0.75}

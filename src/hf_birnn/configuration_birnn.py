@@ -26,12 +26,24 @@ class BiRNNConfig(PreTrainedConfig):
         cell_type (`str`, defaults to `"lstm"`): `"rnn"`, `"gru"` or `"lstm"`.
         nonlinearity (`str`, defaults to `"tanh"`): φ of the plain RNN cell, `"tanh"` or `"relu"`.
         bidirectional (`bool`, defaults to `True`): run the backward direction too.
+        character_filters (`int`, defaults to 0): spelling features: the number of character-CNN filters (Ma & Hovy
+            2016) run over each token's text and appended to its embedding; 0 turns them off. The spellings of the
+            vocabulary are read from the tokenizer once (`model.set_token_spellings(tokenizer)`) and saved with the
+            weights, so the model still takes `input_ids` only.
+        character_embedding_size (`int`, defaults to 32): width of the byte embeddings the character CNN reads.
+        character_kernel_size (`int`, defaults to 3): width of the character-CNN filters, in bytes.
+        max_token_characters (`int`, defaults to 16): bytes of each token's text that the CNN reads (a leading
+            marker says whether the token starts a word or continues one).
         embedding_dropout (`float`, defaults to 0.1): dropout on the embeddings.
         word_dropout (`float`, defaults to 0.0): probability of dropping a token's whole embedding in training, so the
             model learns to tag from context (as Lample et al. 2016 do for unknown words).
         hidden_dropout (`float`, defaults to 0.1): dropout between stacked layers.
         classifier_dropout (`float`, defaults to 0.1): dropout before a task head.
-        initializer_range (`float`, defaults to 0.02): std of the normal init of embeddings and linear layers.
+        initializer_range (`float`, defaults to 0.02): std of the normal init of linear layers (and of the
+            embeddings unless `embedding_initializer_range` is set).
+        embedding_initializer_range (`float`, *optional*): std of the normal init of the token embeddings; defaults
+            to `initializer_range`. A recurrent cell starting from N(0, 0.02) inputs learns slowly: N(0, 1)
+            (PyTorch's own default for `nn.Embedding`) trains taggers trained from scratch faster (see the README).
         use_crf (`bool`, defaults to `False`): token classification decodes with a linear-chain CRF.
         crf_constraints (`str`, *optional*): `"iob2"` or `"bioes"`: the CRF never moves between tags in a way the
             scheme forbids (e.g. `O` → `I-PER`); the label names in `id2label` must follow the scheme.
@@ -56,12 +68,17 @@ class BiRNNConfig(PreTrainedConfig):
     cell_type: str = "lstm"
     nonlinearity: str = "tanh"
     bidirectional: bool = True
+    character_filters: int = 0
+    character_embedding_size: int = 32
+    character_kernel_size: int = 3
+    max_token_characters: int = 16
     embedding_dropout: float | int = 0.1
     word_dropout: float | int = 0.0
     hidden_dropout: float | int = 0.1
     classifier_dropout: float | int = 0.1
     pad_token_id: int | None = 0
     initializer_range: float = 0.02
+    embedding_initializer_range: float | None = None
     tie_word_embeddings: bool = True
     use_crf: bool = False
     crf_constraints: str | None = None
@@ -92,18 +109,31 @@ class BiRNNConfig(PreTrainedConfig):
             raise ValueError(f"`nonlinearity` must be one of {NONLINEARITIES}, got {self.nonlinearity!r}.")
         if self.crf_constraints not in CRF_CONSTRAINTS:
             raise ValueError(f"`crf_constraints` must be one of {CRF_CONSTRAINTS}, got {self.crf_constraints!r}.")
-        for name in ("vocab_size", "embedding_size", "hidden_size", "backward_hidden_size", "num_hidden_layers"):
+        positive_sizes = ("vocab_size", "embedding_size", "hidden_size", "backward_hidden_size", "num_hidden_layers")
+        spelling_sizes = ("character_embedding_size", "character_kernel_size", "max_token_characters")
+        for name in positive_sizes + spelling_sizes:
             value = getattr(self, name)
             if value < 1:
                 raise ValueError(f"`{name}` must be a positive integer, got {value}.")
+        if self.character_filters < 0:
+            raise ValueError(f"`character_filters` must be 0 (off) or a positive count, got {self.character_filters}.")
         for name in ("embedding_dropout", "word_dropout", "hidden_dropout", "classifier_dropout"):
             value = getattr(self, name)
             if not 0 <= value < 1:
                 raise ValueError(f"`{name}` must be a probability in [0, 1), got {value}.")
+        for name in ("initializer_range", "embedding_initializer_range"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"`{name}` must be a positive standard deviation, got {value}.")
         if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:
             raise ValueError(
                 f"`pad_token_id` must be None or in [0, vocab_size={self.vocab_size}), got {self.pad_token_id}."
             )
+
+    @property
+    def token_embedding_size(self) -> int:
+        """Width of the first layer's input: the token embedding plus the spelling features, if any."""
+        return self.embedding_size + self.character_filters
 
     @property
     def output_size(self) -> int:

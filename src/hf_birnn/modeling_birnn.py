@@ -134,7 +134,7 @@ class BiRNNLayer(nn.Module):
 
     def __init__(self, config: BiRNNConfig, layer_idx: int):
         super().__init__()
-        input_size = config.embedding_size if layer_idx == 0 else config.output_size
+        input_size = config.token_embedding_size if layer_idx == 0 else config.output_size
         self.forward_rnn = build_recurrence(config, input_size, config.hidden_size)
         self.backward_rnn = (
             build_recurrence(config, input_size, config.backward_hidden_size) if config.bidirectional else None
@@ -161,6 +161,48 @@ class WordDropout(nn.Module):
             return embeddings
         keep = embeddings.new_empty(embeddings.shape[:2] + (1,)).bernoulli_(1 - self.p)
         return embeddings * keep
+
+
+class TokenSpellingEncoder(nn.Module):
+    """Spelling features of each token id: a character CNN (Ma & Hovy 2016) over the UTF-8 bytes of the token's
+    text, max-pooled over positions. They let rare and unseen words share what their spelling says (capitals,
+    digits, suffixes) where a rarely trained embedding row says little.
+
+    The spellings of the whole vocabulary sit in the `token_spellings` buffer (one row of byte ids per token id),
+    filled from the tokenizer by `set_token_spellings` and saved with the weights: the features depend on the
+    token id alone, so the model keeps taking `input_ids` only (pipelines, ONNX export).
+    """
+
+    PADDING, WORD_START, CONTINUATION = 0, 257, 258  # byte b is stored as b + 1
+    NUM_SYMBOLS = 259
+
+    def __init__(self, config: BiRNNConfig):
+        super().__init__()
+        self.register_buffer(
+            "token_spellings", torch.zeros(config.vocab_size, config.max_token_characters, dtype=torch.long)
+        )
+        self.byte_embeddings = nn.Embedding(self.NUM_SYMBOLS, config.character_embedding_size, padding_idx=0)
+        self.convolution = nn.Conv1d(
+            config.character_embedding_size,
+            config.character_filters,
+            config.character_kernel_size,
+            padding=config.character_kernel_size // 2,
+        )
+
+    @classmethod
+    def spell(cls, token: str, max_characters: int) -> list[int]:
+        """Marker + UTF-8 bytes of a token's text, cut or zero-padded to `max_characters`. A WordPiece `##`
+        prefix becomes the continuation marker."""
+        marker = cls.CONTINUATION if token.startswith("##") else cls.WORD_START
+        text = token[2:] if marker == cls.CONTINUATION else token
+        symbols = [marker] + [byte + 1 for byte in text.encode("utf-8")]
+        return (symbols + [cls.PADDING] * max_characters)[:max_characters]
+
+    def forward(self, input_ids: torch.LongTensor) -> torch.Tensor:
+        spellings = self.token_spellings[input_ids].flatten(0, 1)  # (batch * seq_len, max_token_characters)
+        byte_vectors = self.byte_embeddings(spellings).transpose(1, 2)  # (batch * seq_len, width, characters)
+        features = self.convolution(byte_vectors).amax(dim=-1)
+        return features.view(*input_ids.shape, -1)
 
 
 class BiRNNLMHead(nn.Module):
@@ -337,6 +379,15 @@ class BiRNNPreTrainedModel(PreTrainedModel):
             allowed = allowed_transitions(self.config.id2label, constraints) if constraints else None
             init.copy_(module.transition_penalty, LinearChainCRF.penalty_for(self.config.num_labels, allowed))
             return
+        if isinstance(module, nn.Embedding) and self.config.embedding_initializer_range is not None:
+            init.normal_(module.weight, mean=0.0, std=self.config.embedding_initializer_range)
+            if module.padding_idx is not None:
+                init.zeros_(module.weight[module.padding_idx])
+            return
+        if isinstance(module, nn.Conv1d):  # the character CNN: N(0, 0.02) filters would barely respond at first
+            init.xavier_uniform_(module.weight)
+            init.zeros_(module.bias)
+            return
         if not isinstance(module, nn.RNNBase):
             super()._init_weights(module)
             return
@@ -351,6 +402,29 @@ class BiRNNPreTrainedModel(PreTrainedModel):
                 init.copy_(parameter, forget_gate_bias)
             elif name.startswith("bias"):
                 init.zeros_(parameter)
+
+    def set_token_spellings(self, tokenizer) -> None:
+        """Read the text of every token id from `tokenizer` into the spelling features' table (a config with
+        `character_filters > 0` needs it before training; it is saved with the weights). Special tokens get an
+        empty spelling."""
+        encoder = self.base_model.token_spelling
+        if encoder is None:
+            raise ValueError("This model has no spelling features: set `character_filters` > 0 in its config.")
+        if len(tokenizer) > self.config.vocab_size:
+            raise ValueError(
+                f"The tokenizer has {len(tokenizer)} tokens but the model's vocab_size is {self.config.vocab_size}."
+            )
+        special_ids = set(tokenizer.all_special_ids)
+        max_characters = self.config.max_token_characters
+        rows = [
+            [TokenSpellingEncoder.PADDING] * max_characters
+            if token_id in special_ids or token is None
+            else TokenSpellingEncoder.spell(token, max_characters)
+            for token_id, token in enumerate(tokenizer.convert_ids_to_tokens(list(range(len(tokenizer)))))
+        ]
+        spellings = torch.zeros_like(encoder.token_spellings)
+        spellings[: len(rows)] = torch.tensor(rows, dtype=torch.long)
+        encoder.token_spellings.copy_(spellings)
 
     def _check_inputs(
         self,
@@ -372,6 +446,11 @@ class BiRNNPreTrainedModel(PreTrainedModel):
                 )
             shape = tuple(input_ids.shape)
         else:
+            if self.config.character_filters > 0:
+                raise ValueError(
+                    "This model adds spelling features looked up by token id (`character_filters` > 0): pass "
+                    "`input_ids`, not `inputs_embeds`."
+                )
             if inputs_embeds.dim() != 3 or inputs_embeds.size(-1) != self.config.embedding_size:
                 raise ValueError(
                     f"`inputs_embeds` must have shape (batch, seq_len, embedding_size={self.config.embedding_size}), "
@@ -401,6 +480,7 @@ class BiRNNModel(BiRNNPreTrainedModel):
     def __init__(self, config: BiRNNConfig):
         super().__init__(config)
         self.embeddings = nn.Embedding(config.vocab_size, config.embedding_size, padding_idx=config.pad_token_id)
+        self.token_spelling = TokenSpellingEncoder(config) if config.character_filters > 0 else None
         self.word_dropout = WordDropout(config.word_dropout)
         self.embedding_dropout = nn.Dropout(config.embedding_dropout)
         self.layers = nn.ModuleList([BiRNNLayer(config, layer_idx) for layer_idx in range(config.num_hidden_layers)])
@@ -440,6 +520,8 @@ class BiRNNModel(BiRNNPreTrainedModel):
             # one padding step (whose outputs are zeros) runs instead and `restore` cuts it off again
             inputs_embeds = nn.functional.pad(inputs_embeds, (0, 0, 0, 1))
             attention_mask = inputs_embeds.new_zeros(inputs_embeds.shape[:2])
+            if input_ids is not None:
+                input_ids = nn.functional.pad(input_ids, (0, 1), value=self.config.pad_token_id or 0)
         batch_size, seq_len, _ = inputs_embeds.shape
         layout = SpanLayout.from_attention_mask(attention_mask, batch_size, seq_len, inputs_embeds.device)
         real_steps = layout.aligned_mask(seq_len).to(inputs_embeds.dtype)  # (batch, seq_len, 1)
@@ -447,7 +529,15 @@ class BiRNNModel(BiRNNPreTrainedModel):
         def restore(aligned: torch.Tensor) -> torch.Tensor:
             return gather_steps(aligned * real_steps, layout.restore_index)[:, :num_steps]
 
-        hidden_states = gather_steps(self.embedding_dropout(self.word_dropout(inputs_embeds)), layout.align_index)
+        token_vectors = self.word_dropout(inputs_embeds)  # the spelling features stay: a dropped word is spelt out
+        if self.token_spelling is not None:
+            if self.training and not is_exporting() and not self.token_spelling.token_spellings.any():
+                raise ValueError(
+                    "The spelling features' table is empty: call `model.set_token_spellings(tokenizer)` before "
+                    "training a model with `character_filters` > 0."
+                )
+            token_vectors = torch.cat([token_vectors, self.token_spelling(input_ids)], dim=-1)
+        hidden_states = gather_steps(self.embedding_dropout(token_vectors), layout.align_index)
         all_hidden_states = (restore(hidden_states),) if output_hidden_states else None
         for layer_idx, layer in enumerate(self.layers):
             if layer_idx > 0:

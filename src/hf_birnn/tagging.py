@@ -5,11 +5,11 @@ Scores come from `seqeval` called directly (its default, conlleval-compatible mo
 fetches its script from the Hub, which these machines cannot reach.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
-from datasets import ClassLabel, DatasetDict, load_dataset
+from datasets import ClassLabel, Dataset, DatasetDict, load_dataset
 from seqeval.metrics import accuracy_score, classification_report
 
 IGNORE_INDEX = -100
@@ -28,19 +28,55 @@ def convert_iob1_to_iob2(tags: Sequence[str]) -> list[str]:
     return converted
 
 
+CONLLU_COLUMNS = ("id", "tokens", "lemma", "upos", "xpos", "feats", "head", "deprel", "deps", "misc")
+
+
+def read_conllu(path: str | Path) -> dict[str, list[list[str]]]:
+    """The word rows of a CoNLL-U file (Universal Dependencies), a list per column (`CONLLU_COLUMNS`; the FORM
+    column is `tokens`) and a row per sentence. Multiword-token ranges (`1-2`) and empty nodes (`8.1`) are skipped:
+    the words of a sentence are its integer-id rows, the ones UD scores POS tags on."""
+    columns: dict[str, list[list[str]]] = {name: [] for name in CONLLU_COLUMNS}
+    sentence: list[list[str]] = []
+
+    def close_sentence() -> None:
+        if sentence:
+            for name, values in zip(CONLLU_COLUMNS, zip(*sentence, strict=True), strict=True):
+                columns[name].append(list(values))
+            sentence.clear()
+
+    with open(path, encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            line = line.rstrip("\n")
+            if not line.strip():
+                close_sentence()
+            elif not line.startswith("#"):
+                fields = line.split("\t")
+                if len(fields) != len(CONLLU_COLUMNS):
+                    raise ValueError(
+                        f"{path}, line {number}: expected 10 tab-separated CoNLL-U fields, got {len(fields)}."
+                    )
+                if fields[0].isdigit():
+                    sentence.append(fields)
+    close_sentence()
+    return columns
+
+
 def load_tagging_dataset(
     data_files: dict[str, str],
     token_column: str,
     tag_column: str,
     conll_column_names: Sequence[str],
 ) -> DatasetDict:
-    """Load CoNLL column files (any layout: `conll_column_names` names the columns) or JSON lines with
-    `token_column` and `tag_column` lists. Every split keeps just `tokens` and `tags` (strings or ids)."""
+    """Load CoNLL column files (any layout: `conll_column_names` names the columns), CoNLL-U files (columns named
+    as in `CONLLU_COLUMNS`, e.g. `upos`) or JSON lines with `token_column` and `tag_column` lists. Every split keeps
+    just `tokens` and `tags` (strings or ids)."""
     suffixes = {Path(path).suffix for path in data_files.values()}
+    if len(suffixes) > 1 and suffixes & {".json", ".jsonl", ".conllu"}:
+        raise ValueError(f"Mixed file formats are not supported: {sorted(data_files.values())}")
     if suffixes <= {".json", ".jsonl"}:
         raw = load_dataset("json", data_files=data_files)
-    elif suffixes & {".json", ".jsonl"}:
-        raise ValueError(f"Mix of JSON and CoNLL files is not supported: {sorted(data_files.values())}")
+    elif suffixes == {".conllu"}:
+        raw = DatasetDict({split: Dataset.from_dict(read_conllu(path)) for split, path in data_files.items()})
     else:
         missing = {token_column, tag_column} - set(conll_column_names)
         if missing:
@@ -124,6 +160,16 @@ def entity_scores(gold_tags: list[list[str]], predicted_tags: list[list[str]]) -
 _PER_TYPE_KEYS = (("precision", "precision"), ("recall", "recall"), ("f1", "f1-score"), ("number", "support"))
 
 
+def tag_accuracy(gold_tags: list[list[str]], predicted_tags: list[list[str]]) -> dict[str, float]:
+    """The share of words whose tag is right (POS tagging), over every word of the split."""
+    rows = zip(gold_tags, predicted_tags, strict=True)
+    pairs = [pair for gold, predicted in rows for pair in zip(gold, predicted, strict=True)]
+    return {"accuracy": sum(gold == predicted for gold, predicted in pairs) / max(len(pairs), 1)}
+
+
+TASK_SCORES = {"ner": entity_scores, "chunk": entity_scores, "pos": tag_accuracy}
+
+
 class WordTagScorer:
     """Scores token-level predictions per word, against every gold word of a split.
 
@@ -133,8 +179,15 @@ class WordTagScorer:
     words lost to truncation as misses.
     """
 
-    def __init__(self, word_ids: Sequence[Sequence[int | None]], gold_tags: Sequence[Sequence[str]], id2label):
+    def __init__(
+        self,
+        word_ids: Sequence[Sequence[int | None]],
+        gold_tags: Sequence[Sequence[str]],
+        id2label,
+        score: Callable[[list[list[str]], list[list[str]]], dict[str, float]] = entity_scores,
+    ):
         self.word_ids = word_ids
+        self.score = score
         self.gold_tags = [list(tags) for tags in gold_tags]
         self.id2label = {int(i): label for i, label in id2label.items()}
 
@@ -149,7 +202,7 @@ class WordTagScorer:
         return rows
 
     def __call__(self, eval_prediction) -> dict[str, float]:
-        return entity_scores(self.gold_tags, self.predicted_tags(eval_prediction.predictions))
+        return self.score(self.gold_tags, self.predicted_tags(eval_prediction.predictions))
 
 
 def write_conll_predictions(

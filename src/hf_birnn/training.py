@@ -6,10 +6,11 @@ import json
 from pathlib import Path
 
 import torch
-from transformers import Trainer, TrainingArguments
+from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from .configuration_birnn import BiRNNConfig
+from .modeling_birnn import BiRNNPreTrainedModel
 
 
 class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
@@ -85,6 +86,24 @@ def fresh_config(config_name: str | None, config_overrides: str | None, **settin
     fields.update(parse_config_overrides(config_overrides))
     fields.update(settings)
     return BiRNNConfig(**fields)
+
+
+def fresh_model(
+    model_class: type[BiRNNPreTrainedModel],
+    tokenizer: PreTrainedTokenizerBase,
+    config_name: str | None,
+    config_overrides: str | None,
+    **settings,
+) -> BiRNNPreTrainedModel:
+    """A model trained from scratch whose vocabulary is `tokenizer`'s: `fresh_config` with the tokenizer's size and
+    padding id, and the spelling features' table read from the tokenizer when the config has them."""
+    config = fresh_config(
+        config_name, config_overrides, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, **settings
+    )
+    model = model_class(config)
+    if config.character_filters > 0:
+        model.set_token_spellings(tokenizer)
+    return model
 
 
 def _typed_value(text: str) -> object:
