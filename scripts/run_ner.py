@@ -396,6 +396,19 @@ def write_run_artifacts(
     (output_dir / "label_list.json").write_text(json.dumps(list(trainer.model.config.id2label.values()), indent=2))
 
 
+def tagged_words(token_predictions: list[dict]) -> list[tuple[int, int, str]]:
+    """(start, end, tag) per word from the pipeline's per-token output: `##` pieces extend the word before them,
+    which keeps the tag of its first sub-token (the one the scores read)."""
+    words = []
+    for prediction in token_predictions:
+        if prediction["word"].startswith("##") and words:
+            start, _, tag = words[-1]
+            words[-1] = (start, prediction["end"], tag)
+        else:
+            words.append((prediction["start"], prediction["end"], prediction["entity"]))
+    return words
+
+
 def run_pipeline_demo(model_dir: str, task_name: str) -> None:
     """Entities grouped by the pipeline (`simple` aggregation); for POS tags, each word with the tag of its first
     sub-token (grouping would merge neighbouring words that share a tag)."""
@@ -404,8 +417,7 @@ def run_pipeline_demo(model_dir: str, task_name: str) -> None:
     print(f"\nPipeline demo: pipeline('token-classification', aggregation_strategy={strategy!r})")
     for sentence, predictions in zip(DEMO_SENTENCES, tagger(DEMO_SENTENCES), strict=True):
         if task_name == "pos":
-            words = [p for p in predictions if not p["word"].startswith("##")]
-            found = " ".join(f"{p['word']}/{p['entity']}" for p in words)
+            found = " ".join(f"{sentence[start:end]}/{tag}" for start, end, tag in tagged_words(predictions))
         else:
             found = ", ".join(f"{p['word']!r} {p['entity_group']} ({p['score']:.2f})" for p in predictions)
         print(f"  {sentence}\n    -> {found or 'no entities'}")

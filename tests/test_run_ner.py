@@ -228,3 +228,12 @@ def test_pos_task_on_conllu_scores_word_accuracy_with_spelling_features(tmp_path
     assert "part-of-speech tagging" in card and f"{results['test_accuracy'] * 100:.2f}" in card
     model = AutoModelForTokenClassification.from_pretrained(output_dir)
     assert model.birnn.token_spelling.token_spellings.any()  # read from the trained tokenizer, saved, reloaded
+
+
+def test_pos_demo_joins_word_pieces_under_the_first_pieces_tag():
+    predictions = [
+        {"word": "Mad", "entity": "PROPN", "start": 0, "end": 3},
+        {"word": "##ison", "entity": "NOUN", "start": 3, "end": 7},
+        {"word": "rocks", "entity": "VERB", "start": 8, "end": 13},
+    ]
+    assert run_ner.tagged_words(predictions) == [(0, 7, "PROPN"), (8, 13, "VERB")]

@@ -44,6 +44,9 @@ def trained_tagger(config: BiRNNConfig, steps: int = 80) -> BiRNNForTokenClassif
     flip labels, a trained one decides with margins, as a real tagger does."""
     torch.manual_seed(0)
     model = BiRNNForTokenClassification(config)
+    if config.character_filters > 0:  # made-up spellings: a byte string per token id
+        spellings = model.birnn.token_spelling.token_spellings
+        spellings.copy_(torch.randint(1, 257, spellings.shape))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
     for _ in range(steps):
         input_ids, attention_mask = padded_batch(config.vocab_size, seq_len=12)
@@ -170,3 +173,17 @@ def test_benchmark_quick_runs_every_section(tmp_path):
     assert set(tables) == {"overhead", "directions", "trainer", "int8", "onnx", "scaling", "pipeline", "denormal"}
     assert (tmp_path / "length_scaling.png").stat().st_size > 0
     assert "| BiRNN / packed |" in completed.stdout
+
+
+def test_spelling_features_survive_onnx_export_and_int8(tmp_path):
+    onnxruntime = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    model = trained_tagger(tiny_config(character_filters=6, character_embedding_size=4, max_token_characters=5))
+    session = onnxruntime.InferenceSession(str(export_onnx(model, tmp_path / "tagger.onnx")))
+    input_ids, attention_mask = padded_batch(model.config.vocab_size, seq_len=11, generator=torch.Generator())
+    (logits,) = session.run(["logits"], {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()})
+    with torch.no_grad():
+        eager = model(input_ids=input_ids, attention_mask=attention_mask).logits
+        int8 = quantize_for_cpu(model)(input_ids=input_ids, attention_mask=attention_mask).logits
+    torch.testing.assert_close(torch.from_numpy(logits), eager, atol=ATOL, rtol=0)
+    assert torch.equal(real_labels(int8, attention_mask), real_labels(eager, attention_mask))
