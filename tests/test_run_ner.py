@@ -226,6 +226,7 @@ def test_pos_task_on_conllu_scores_word_accuracy_with_spelling_features(tmp_path
     assert set(config["label2id"]) == {"PROPN", "PUNCT", "X"}
     card = (output_dir / "README.md").read_text()
     assert "part-of-speech tagging" in card and f"{results['test_accuracy'] * 100:.2f}" in card
+    assert "plus 8 character-CNN spelling features" in card
     model = AutoModelForTokenClassification.from_pretrained(output_dir)
     assert model.birnn.token_spelling.token_spellings.any()  # read from the trained tokenizer, saved, reloaded
 

@@ -26,9 +26,12 @@ def architecture_summary(config: BiRNNConfig, num_parameters: int) -> str:
         if config.bidirectional
         else f"{config.hidden_size} hidden units, forward only"
     )
+    spelling = (
+        f" plus {config.character_filters} character-CNN spelling features" if config.character_filters > 0 else ""
+    )
     return (
         f"{config.num_hidden_layers}-layer {'bidirectional ' if config.bidirectional else ''}"
-        f"{config.cell_type.upper()} ({directions}), embeddings of {config.embedding_size} "
+        f"{config.cell_type.upper()} ({directions}), embeddings of {config.embedding_size}{spelling} "
         f"over a vocabulary of {config.vocab_size}; {num_parameters:,} parameters"
     )
 
