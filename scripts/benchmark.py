@@ -54,7 +54,7 @@ from transformers.trainer_callback import PrinterCallback
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from hf_birnn import BiRNNConfig, BiRNNForTokenClassification
-from hf_birnn.serving import export_onnx, quantize_for_cpu
+from hf_birnn.serving import OnnxRuntimeModel, export_onnx, quantize_for_cpu
 from hf_birnn.tagging import WordTagScorer, align_labels_with_tokens, entity_scores, load_tagging_dataset
 from hf_birnn.tokenization import train_wordpiece_tokenizer
 
@@ -525,25 +525,22 @@ class StepClock(TrainerCallback):
 
 
 def int8(args, sizes: Sizes, report: Report) -> None:
-    """Goals 3 and 4 on real data: `quantize_for_cpu` (≥ 2× fp32, ≥ 99.5% identical labels) and `export_onnx` with
-    ONNX Runtime, fp32 and int8, against eager fp32 on the WNUT-17 dev set."""
+    """Goals 3 and 4 on real data: `quantize_for_cpu` with either backend (≥ 2× fp32, ≥ 99.5% identical labels,
+    works in the pipeline) and `OnnxRuntimeModel` in fp32, against eager fp32 on the WNUT-17 dev set."""
     rows = wnut_split("emerging.dev.conll", sizes.dev_sentences)
     label_names = sorted({tag for tags in rows["tags"] for tag in tags}, key=lambda tag: (tag != "O", tag))
     tokenizer, model, description = load_tagger(args, sizes, label_names)
     features = encode_tagged(rows, tokenizer, model.config.label2id)
     batches = padded_batches(features, tokenizer, sizes.batch_size)
-    quantized = quantize_for_cpu(model)
-    folder = Path(tempfile.mkdtemp(prefix="benchmark-int8-"))
-    has_crf = getattr(model, "crf", None) is not None  # export_onnx refuses a CRF head
-    sessions = {
-        name: ort_session(export_onnx(model, folder / f"{name}.onnx", quantize=quantize), args.threads)
-        for name, quantize in (() if has_crf else (("fp32", False), ("int8", True)))
+    served = {
+        "eager fp32": model,
+        "eager int8 (quantize_for_cpu)": quantize_for_cpu(model),
+        "ONNX Runtime fp32 (OnnxRuntimeModel)": OnnxRuntimeModel.from_model(model, threads=args.threads),
+        "ONNX Runtime int8 (quantize_for_cpu, backend='onnxruntime')": quantize_for_cpu(
+            model, backend="onnxruntime", threads=args.threads
+        ),
     }
-    taggers = {
-        "eager fp32": lambda batch: model(**batch).logits.numpy(),
-        "eager int8 (quantize_for_cpu)": lambda batch: quantized(**batch).logits.numpy(),
-        **{f"ONNX Runtime {name}": partial(run_session, session) for name, session in sessions.items()},
-    }
+    taggers = {name: partial(_logits_array, served_model) for name, served_model in served.items()}
     with torch.inference_mode():
         predictions = {name: predicted_ids(tagger, batches) for name, tagger in taggers.items()}
         times = interleaved(
@@ -554,7 +551,7 @@ def int8(args, sizes: Sizes, report: Report) -> None:
     report.table(
         "int8",
         f"int8 and ONNX Runtime vs eager fp32 on the WNUT-17 dev set ({len(rows)} sentences in dataset order, "
-        f"batches of {sizes.batch_size}); model: {description}" + (", with a CRF: no ONNX rows" if has_crf else ""),
+        f"batches of {sizes.batch_size}); model: {description}",
         ["runtime", "sentences/s", "speed-up vs eager fp32", "labels identical to eager fp32", "dev entity F1"],
         [
             [
@@ -567,9 +564,23 @@ def int8(args, sizes: Sizes, report: Report) -> None:
             for name, ids in predictions.items()
         ],
     )
-    same = _same_pipeline_entities(model, quantized, tokenizer)
-    print(f"pipeline('token-classification') with the int8 model: {same} of {len(DEMO_SENTENCES)} demo sentences get")
-    print("the fp32 model's entities.")
+    for name, served_model in list(served.items())[1:]:
+        same = _same_pipeline_entities(model, served_model, tokenizer)
+        print(f"pipeline('token-classification') with {name}: {same} of {len(DEMO_SENTENCES)} demo sentences get the")
+        print("fp32 model's entities.")
+
+
+def _logits_array(model, batch: dict) -> np.ndarray:
+    return model(**batch).logits.numpy()
+
+
+def _same_pipeline_entities(model, served_model, tokenizer) -> int:
+    """How many demo sentences `served_model` tags with the fp32 model's entities, through the pipeline."""
+    entities = []
+    for tagger in (model, served_model):
+        tag = pipeline("token-classification", model=tagger, tokenizer=tokenizer, aggregation_strategy="simple")
+        entities.append([[(e["word"], e["entity_group"]) for e in found] for found in tag(DEMO_SENTENCES)])
+    return sum(a == b for a, b in zip(*entities, strict=True))
 
 
 def ort_session(path: Path, threads: int):
@@ -579,20 +590,6 @@ def ort_session(path: Path, threads: int):
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def run_session(session, batch: dict) -> np.ndarray:
-    feed = {"input_ids": batch["input_ids"].numpy(), "attention_mask": batch["attention_mask"].numpy()}
-    return session.run(["logits"], feed)[0]
-
-
-def _same_pipeline_entities(model, quantized, tokenizer) -> int:
-    """How many demo sentences the quantized model tags with the fp32 model's entities, through the pipeline."""
-    entities = []
-    for tagger in (model, quantized):
-        tag = pipeline("token-classification", model=tagger, tokenizer=tokenizer, aggregation_strategy="simple")
-        entities.append([[(e["word"], e["entity_group"]) for e in found] for found in tag(DEMO_SENTENCES)])
-    return sum(a == b for a, b in zip(*entities, strict=True))
 
 
 def onnx(args, sizes: Sizes, report: Report) -> None:
@@ -772,12 +769,15 @@ def plot_scaling(points: list[dict], path: Path) -> None:
 
 
 def pipeline_overhead(args, sizes: Sizes, report: Report) -> None:
-    """Goal 6: pipeline("token-classification") sentences/s vs the model on pre-tokenized batches."""
+    """Goal 6: pipeline("token-classification") sentences/s vs the model on pre-tokenized batches, and the same
+    pipeline serving the int8 ONNX Runtime model (`quantize_for_cpu(model, backend="onnxruntime")`)."""
     rows = wnut_split("emerging.dev.conll", sizes.pipeline_sentences)
     label_names = sorted({tag for tags in rows["tags"] for tag in tags}, key=lambda tag: (tag != "O", tag))
     tokenizer, model, description = load_tagger(args, sizes, label_names)
     sentences = [" ".join(tokens) for tokens in rows["tokens"]]
     tag = pipeline("token-classification", model=model, tokenizer=tokenizer, aggregation_strategy="simple")
+    int8_model = quantize_for_cpu(model, backend="onnxruntime", threads=args.threads)
+    tag_int8 = pipeline("token-classification", model=int8_model, tokenizer=tokenizer, aggregation_strategy="simple")
     table = []
     for batch_size in sizes.pipeline_batch_sizes:
         batches = [
@@ -795,6 +795,7 @@ def pipeline_overhead(args, sizes: Sizes, report: Report) -> None:
                     "model": partial(run_batches, lambda batch: model(**batch), batches),
                     "tokenizer + model": tokenize_and_run,
                     "pipeline": lambda batch_size=batch_size: tag(sentences, batch_size=batch_size),
+                    "int8 pipeline": lambda batch_size=batch_size: tag_int8(sentences, batch_size=batch_size),
                 },
                 args.repeats,
             )
@@ -806,13 +807,23 @@ def pipeline_overhead(args, sizes: Sizes, report: Report) -> None:
                 speed["tokenizer + model"],
                 speed["pipeline"],
                 ratio(times, "pipeline", "model"),
+                speed["int8 pipeline"],
+                1 / ratio(times, "int8 pipeline", "pipeline"),
             ]
         )
     report.table(
         "pipeline",
         f"pipeline('token-classification', aggregation_strategy='simple') vs the model on pre-tokenized batches "
         f"({len(sentences)} WNUT-17 dev sentences, model: {description})",
-        ["batch size", "model sent/s", "tokenizer + model sent/s", "pipeline sent/s", "pipeline time / model time"],
+        [
+            "batch size",
+            "model sent/s",
+            "tokenizer + model sent/s",
+            "pipeline sent/s",
+            "pipeline time / model time",
+            "int8 ONNX Runtime pipeline sent/s",
+            "its speed-up",
+        ],
         table,
     )
 

@@ -25,7 +25,9 @@ from hf_birnn import (
     BiRNNForSequenceClassification,
     BiRNNForTokenClassification,
     BiRNNModel,
+    modeling_birnn,
 )
+from hf_birnn.modeling_birnn import length_groups
 
 ALL_MODEL_CLASSES = (BiRNNModel, BiRNNForTokenClassification, BiRNNForMaskedLM, BiRNNForSequenceClassification)
 CELL_TYPES = ("rnn", "gru", "lstm")
@@ -270,13 +272,22 @@ def pad_batch(rows: list[torch.Tensor], side: str, seq_len: int) -> tuple[torch.
     return input_ids, attention_mask
 
 
+# a batch of mixed lengths that `length_groups` runs in groups of similar length, and one too small to group
+ROW_LENGTHS = {
+    "one group": (4, 9, 1, 0, 6),
+    "length groups": (11, 1, 0, 2, 3, 10, 1, 2, 0, 1, 9, 2, 1, 3, 2, 1, 11, 0, 1, 2),
+}
+
+
+@pytest.mark.parametrize("batch", sorted(ROW_LENGTHS))
 @pytest.mark.parametrize("side", ["right", "left"])
 @pytest.mark.parametrize("cell_type", CELL_TYPES)
-def test_outputs_do_not_depend_on_padding_or_batch_mates(cell_type, side):
+def test_outputs_do_not_depend_on_padding_or_batch_mates(cell_type, side, batch):
     tester = BiRNNModelTester(cell_type=cell_type, hidden_size=12, backward_hidden_size=5)
     model = BiRNNForTokenClassification(tester.get_config()).eval()
-    rows = [tester.random_ids(length) for length in (4, 9, 1, 0, 6)]
-    input_ids, attention_mask = pad_batch(rows, side, seq_len=11)
+    rows = [tester.random_ids(length) for length in ROW_LENGTHS[batch]]
+    input_ids, attention_mask = pad_batch(rows, side, seq_len=12)
+    assert (length_groups(attention_mask.sum(dim=1)) is not None) == (batch == "length groups")
 
     batched = model.birnn(input_ids, attention_mask=attention_mask, output_hidden_states=True)
     batched_logits = model(input_ids, attention_mask=attention_mask).logits
@@ -293,6 +304,30 @@ def test_outputs_do_not_depend_on_padding_or_batch_mates(cell_type, side):
             torch.testing.assert_close(batched_layer[i, real], alone_layer[0], atol=ATOL, rtol=0)
         torch.testing.assert_close(batched_logits[i, real], model(row[None]).logits[0], atol=ATOL, rtol=0)
         assert torch.equal(batched.last_hidden_state[i, ~real], torch.zeros_like(batched.last_hidden_state[i, ~real]))
+
+
+def test_length_groups_give_the_gradients_of_one_padded_batch(monkeypatch):
+    tester = BiRNNModelTester(cell_type="gru")
+    no_dropout = dict(embedding_dropout=0.0, hidden_dropout=0.0, classifier_dropout=0.0)
+    model = BiRNNForTokenClassification(tester.get_config(use_crf=True, **no_dropout)).train()
+    rows = [tester.random_ids(length) for length in ROW_LENGTHS["length groups"]]
+    input_ids, attention_mask = pad_batch(rows, "right", seq_len=12)
+    labels = torch.randint(0, tester.num_labels, input_ids.shape, generator=tester.generator)
+    labels = labels.masked_fill(attention_mask == 0, -100)
+
+    def loss_and_gradients() -> tuple[torch.Tensor, list[torch.Tensor]]:
+        model.zero_grad()
+        loss = model(input_ids, attention_mask=attention_mask, labels=labels).loss
+        loss.backward()
+        return loss.detach(), [parameter.grad.clone() for parameter in model.parameters()]
+
+    grouped_loss, grouped_gradients = loss_and_gradients()
+    monkeypatch.setattr(modeling_birnn, "MIN_GROUPING_SAVING", 1.0)  # no batch saves all its steps: one group
+    assert length_groups(attention_mask.sum(dim=1)) is None
+    loss, gradients = loss_and_gradients()
+    torch.testing.assert_close(grouped_loss, loss, atol=ATOL, rtol=0)
+    for grouped_gradient, gradient in zip(grouped_gradients, gradients, strict=True):
+        torch.testing.assert_close(grouped_gradient, gradient, atol=ATOL, rtol=0)
 
 
 def test_padding_on_both_sides_is_handled(tester):

@@ -1,5 +1,6 @@
-"""CPU serving paths against eager fp32: `quantize_for_cpu` and `export_onnx` (+ ONNX Runtime) give the same labels
-on padded batches (left, right and both sides), and `scripts/benchmark.py --quick` runs. Nothing here is timed."""
+"""CPU serving paths against eager fp32: `quantize_for_cpu` (both backends), `export_onnx` and `OnnxRuntimeModel`
+give the same labels on padded batches (left, right and both sides), serve the pipeline, and
+`scripts/benchmark.py --quick` runs. Nothing here is timed."""
 
 import json
 import subprocess
@@ -10,13 +11,15 @@ import pytest
 import torch
 from transformers import pipeline
 
-from hf_birnn import BiRNNConfig, BiRNNForTokenClassification, BiRNNModel
-from hf_birnn.serving import export_onnx, quantize_for_cpu
+from hf_birnn import BiRNNConfig, BiRNNForSequenceClassification, BiRNNForTokenClassification, BiRNNModel
+from hf_birnn.modeling_birnn import length_groups
+from hf_birnn.serving import OnnxRuntimeModel, export_onnx, quantize_for_cpu
 from hf_birnn.tokenization import train_wordpiece_tokenizer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CELL_TYPES = ("rnn", "gru", "lstm")
 NUM_LABELS = 5
+ID2LABEL = dict(enumerate(["O", "B-X", "I-X", "B-Y", "I-Y"]))
 ATOL = 1e-5
 SENTENCES = [
     "the cat sat on the mat",
@@ -95,15 +98,26 @@ def test_quantized_model_has_int8_recurrences_and_leaves_the_original_alone(tagg
     assert not isinstance(tagger.classifier, int8_modules.Linear)
 
 
-def test_quantized_model_serves_the_token_classification_pipeline():
+def test_quantized_models_serve_the_token_classification_pipeline():
+    pytest.importorskip("onnxruntime")
     tokenizer = train_wordpiece_tokenizer(SENTENCES * 4, vocab_size=120, min_frequency=1)
-    id2label = {i: label for i, label in enumerate(["O", "B-X", "I-X", "B-Y", "I-Y"])}
-    model = trained_tagger(tiny_config(vocab_size=len(tokenizer), id2label=id2label))
+    model = trained_tagger(tiny_config(vocab_size=len(tokenizer), id2label=ID2LABEL))
+    served = {
+        "fp32": model,
+        "torch int8": quantize_for_cpu(model),
+        "onnxruntime int8": quantize_for_cpu(model, backend="onnxruntime", threads=1),
+    }
     tagged = {}
-    for name, tagger in (("fp32", model), ("int8", quantize_for_cpu(model))):
-        tag = pipeline("token-classification", model=tagger, tokenizer=tokenizer, device="cpu")
+    for name, served_model in served.items():
+        tag = pipeline("token-classification", model=served_model, tokenizer=tokenizer, device="cpu")
         tagged[name] = [[(token["word"], token["entity"]) for token in row] for row in tag(SENTENCES, batch_size=2)]
-    assert tagged["int8"] == tagged["fp32"]
+    assert tagged["torch int8"] == tagged["fp32"]
+    assert tagged["onnxruntime int8"] == tagged["fp32"]
+
+
+def test_quantize_for_cpu_names_the_backends_it_knows():
+    with pytest.raises(ValueError, match="'torch' or 'onnxruntime'"):
+        quantize_for_cpu(BiRNNForTokenClassification(tiny_config()), backend="tensorrt")
 
 
 @pytest.mark.parametrize("cell_type", CELL_TYPES)
@@ -156,10 +170,96 @@ def _onnx_nodes(path: Path):
     return onnx.load(str(path)).graph.node
 
 
-def test_onnx_export_refuses_a_crf_head(tmp_path):
-    model = BiRNNForTokenClassification(tiny_config(use_crf=True))
-    with pytest.raises(ValueError, match="CRF"):
-        export_onnx(model, tmp_path / "crf.onnx")
+def test_onnx_export_of_a_crf_head_outputs_the_emission_scores(tmp_path):
+    onnxruntime = pytest.importorskip("onnxruntime")
+    model = trained_tagger(tiny_config(use_crf=True, crf_constraints="iob2", id2label=ID2LABEL), steps=10)
+    session = onnxruntime.InferenceSession(str(export_onnx(model, tmp_path / "crf.onnx")))
+    input_ids, attention_mask = padded_batch(model.config.vocab_size, generator=torch.Generator().manual_seed(4))
+    feed = {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()}
+    (emissions,) = session.run(["emissions"], feed)
+    with torch.no_grad():
+        states = model.birnn(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        eager_emissions = model.classifier(states)
+    torch.testing.assert_close(torch.from_numpy(emissions), eager_emissions, atol=ATOL, rtol=0)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# OnnxRuntimeModel: the exported graph behind the eager model's interface
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("head", ["softmax", "crf", "sequence"])
+def test_onnx_runtime_model_gives_the_eager_outputs_on_padded_rows(head):
+    pytest.importorskip("onnxruntime")
+    if head == "sequence":
+        torch.manual_seed(0)
+        model = BiRNNForSequenceClassification(tiny_config(cell_type="gru")).eval()
+    else:
+        crf = dict(use_crf=True, crf_constraints="iob2", id2label=ID2LABEL) if head == "crf" else {}
+        model = trained_tagger(tiny_config(**crf), steps=10)
+    onnx_model = OnnxRuntimeModel.from_model(model, threads=1)
+    input_ids, attention_mask = padded_batch(model.config.vocab_size, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        eager = model(input_ids=input_ids, attention_mask=attention_mask)
+    served = onnx_model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=torch.zeros_like(input_ids))
+    assert type(served) is type(eager)
+    # a CRF's max-marginals add up emission and transition scores along whole paths: fp32 rounding grows with them
+    torch.testing.assert_close(served.logits, eager.logits, atol=ATOL * (3 if head == "crf" else 1), rtol=0)
+    assert torch.equal(served.logits.argmax(-1), eager.logits.argmax(-1))
+
+
+@pytest.mark.parametrize("head", ["softmax", "crf"])
+def test_onnx_runtime_model_runs_mixed_lengths_in_groups_with_the_eager_outputs(head):
+    pytest.importorskip("onnxruntime")
+    crf = dict(use_crf=True, crf_constraints="iob2", id2label=ID2LABEL) if head == "crf" else {}
+    model = trained_tagger(tiny_config(**crf), steps=10)
+    onnx_model = OnnxRuntimeModel.from_model(model, threads=1)
+    generator = torch.Generator().manual_seed(7)
+    lengths = [14, 1, 0, 3, 2, 13, 1, 2, 0, 4, 12, 2, 1, 3, 2, 1, 14, 0, 5, 2]  # enough rows to run in groups
+    input_ids = torch.zeros(len(lengths), 16, dtype=torch.long)
+    for row, length in enumerate(lengths):  # even rows right-padded, odd rows left-padded after one pad
+        start = 0 if row % 2 == 0 else 16 - length - 1
+        tokens = torch.randint(1, model.config.vocab_size, (length,), generator=generator)
+        input_ids[row, start : start + length] = tokens
+    attention_mask = (input_ids != 0).long()
+    assert length_groups(attention_mask.sum(dim=1)) is not None
+    with torch.no_grad():
+        eager = model(input_ids=input_ids, attention_mask=attention_mask).logits
+    served = onnx_model(input_ids=input_ids, attention_mask=attention_mask).logits
+    real = attention_mask.bool()
+    torch.testing.assert_close(served[real], eager[real], atol=ATOL * (3 if head == "crf" else 1), rtol=0)
+
+
+def test_onnx_runtime_model_saves_and_loads_with_its_crf(tmp_path):
+    pytest.importorskip("onnxruntime")
+    model = trained_tagger(tiny_config(use_crf=True, crf_constraints="iob2", id2label=ID2LABEL), steps=10)
+    onnx_model = quantize_for_cpu(model, backend="onnxruntime")
+    onnx_model.save_pretrained(tmp_path / "int8")
+    assert sorted(path.name for path in (tmp_path / "int8").iterdir() if path.suffix != ".py") == [
+        "config.json",
+        "crf.safetensors",
+        "model.onnx",
+    ]
+    reloaded = OnnxRuntimeModel.from_pretrained(tmp_path / "int8")
+    input_ids, attention_mask = padded_batch(model.config.vocab_size, generator=torch.Generator().manual_seed(6))
+    expected = onnx_model(input_ids=input_ids, attention_mask=attention_mask).logits
+    assert torch.equal(reloaded(input_ids=input_ids, attention_mask=attention_mask).logits, expected)
+    assert torch.equal(reloaded.crf.transition_penalty, model.crf.transition_penalty)
+    (logits,) = reloaded(input_ids=input_ids, attention_mask=attention_mask, return_dict=False)
+    assert torch.equal(logits, expected)
+
+
+def test_onnx_runtime_model_names_what_is_missing_or_wrong(tmp_path):
+    pytest.importorskip("onnxruntime")
+    with pytest.raises(OSError, match="no model.onnx"):
+        OnnxRuntimeModel.from_pretrained(tmp_path)
+    onnx_model = OnnxRuntimeModel.from_model(BiRNNForTokenClassification(tiny_config(cell_type="rnn")).eval())
+    with pytest.raises(ValueError, match="`input_ids` of shape"):
+        onnx_model(input_ids=torch.ones(2, 3, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match="`attention_mask` has shape"):
+        onnx_model(input_ids=torch.ones(2, 3, dtype=torch.long), attention_mask=torch.ones(2, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match="holes"):
+        onnx_model(input_ids=torch.ones(1, 3, dtype=torch.long), attention_mask=torch.tensor([[1, 0, 1]]))
 
 
 @pytest.mark.slow

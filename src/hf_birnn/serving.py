@@ -1,42 +1,83 @@
-"""Fast CPU serving: an int8 copy of a model for eager inference and pipelines, and an ONNX export.
+"""Fast CPU serving: int8 copies of a model for eager inference and pipelines, and an ONNX export with a runner.
 
-Both keep the model's handling of padding (see `SpanLayout`): left, right or two-sided padding gives the outputs of
-each row alone. `scripts/benchmark.py` measures what they gain; `tests/test_serving.py` checks their labels against
-eager fp32.
+Every path keeps the model's handling of padding (see `SpanLayout`): left, right or two-sided padding gives the
+outputs of each row alone. `scripts/benchmark.py` measures what they gain; `tests/test_serving.py` checks their
+labels against eager fp32.
 """
 
 import contextlib
+import copy
 import importlib.util
 import io
 import logging
+import os
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers.modeling_outputs import BaseModelOutputWithPooling
+from transformers.modeling_outputs import (
+    BaseModelOutputWithPooling,
+    MaskedLMOutput,
+    SequenceClassifierOutput,
+    TokenClassifierOutput,
+)
+from transformers.utils import ModelOutput
 
-from .modeling_birnn import BiRNNModel, BiRNNPreTrainedModel
+from .configuration_birnn import BiRNNConfig
+from .modeling_birnn import (
+    BiRNNModel,
+    BiRNNPreTrainedModel,
+    LinearChainCRF,
+    SpanLayout,
+    crf_from_config,
+    length_groups,
+)
 
 # the recurrent cells take ~90% of a CPU forward, so int8 has to reach them; plain RNN cells have no int8 kernel
 QUANTIZED_MODULES = {nn.LSTM, nn.GRU, nn.Linear}
 # ONNX Runtime quantizes these op types by weight; it has an int8 kernel for LSTM but not for GRU or RNN
 ONNX_QUANTIZED_OPS = ["LSTM", "MatMul", "Gemm"]
+# what each architecture's graph returns, as the eager model returns it
+OUTPUT_CLASSES: dict[str, type[ModelOutput]] = {
+    "BiRNNModel": BaseModelOutputWithPooling,
+    "BiRNNForTokenClassification": TokenClassifierOutput,
+    "BiRNNForSequenceClassification": SequenceClassifierOutput,
+    "BiRNNForMaskedLM": MaskedLMOutput,
+}
+ONNX_FILE, CRF_FILE = "model.onnx", "crf.safetensors"
 
 
-def quantize_for_cpu(model: BiRNNPreTrainedModel) -> BiRNNPreTrainedModel:
-    """An inference copy of `model` whose LSTM / GRU cells and linear layers compute with int8 weights.
+def quantize_for_cpu(
+    model: BiRNNPreTrainedModel, backend: Literal["torch", "onnxruntime"] = "torch", threads: int | None = None
+) -> "BiRNNPreTrainedModel | OnnxRuntimeModel":
+    """An int8 inference copy of `model` that works where the model does: `model(**batch)` and
+    `pipeline("token-classification", model=quantized, tokenizer=...)`. Keep saving the fp32 model.
 
-    Dynamic quantization (`torch.ao.quantization.quantize_dynamic`): weights are stored as int8, activations are
-    quantized on the fly with one scale per tensor. It is the one path in torch 2.13 with int8 recurrent kernels
-    (torchao's `quantize_` covers linear layers only), though deprecated in favour of torchao. Because the scale
-    spans the batch, outputs move slightly with batch mates and padding; predicted labels stay ≥ 99.5% identical
-    (`scripts/benchmark.py --only int8`). Plain RNN cells stay fp32. The copy works in
-    `pipeline("token-classification", model=quantized, tokenizer=...)`; keep saving the fp32 model.
+    `backend="onnxruntime"` (needs the `onnx` extra) exports the model with `export_onnx(quantize=True)` and returns
+    an `OnnxRuntimeModel` that runs it: ONNX Runtime's int8 LSTM is one fused kernel, 2.4× eager fp32 on the
+    WNUT-17 dev set (README, Performance). `threads` sets its intra-op threads (default: ONNX Runtime's).
 
-    >>> quantized = quantize_for_cpu(AutoModelForTokenClassification.from_pretrained("outputs/wnut17-birnn"))
+    `backend="torch"` uses dynamic quantization (`torch.ao.quantization.quantize_dynamic`), the one path in torch
+    2.13 with int8 recurrent kernels (torchao's `quantize_` covers linear layers only), though deprecated in
+    favour of torchao. Its int8 LSTM runs the gate maths as separate small ops at every step: 1.7× eager fp32.
+    Plain RNN cells stay fp32. It keeps the torch module (`inputs_embeds`, hidden states).
+
+    Both quantize activations on the fly with one scale per tensor: because the scale spans the batch, outputs move
+    slightly with batch mates and padding; predicted labels stay ≥ 99.5% identical (`scripts/benchmark.py --only
+    int8`).
+
+    >>> tagger = AutoModelForTokenClassification.from_pretrained("outputs/wnut17-birnn")
+    >>> quantized = quantize_for_cpu(tagger, backend="onnxruntime")
     """
+    if backend == "onnxruntime":
+        return OnnxRuntimeModel.from_model(model, quantize=True, threads=threads)
+    if backend != "torch":
+        raise ValueError(f"`backend` must be 'torch' or 'onnxruntime', not {backend!r}.")
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", r"torch\.ao\.quantization is deprecated", DeprecationWarning)
         warnings.filterwarnings("ignore", r"torch\.quantize_per_tensor", UserWarning)
@@ -45,13 +86,17 @@ def quantize_for_cpu(model: BiRNNPreTrainedModel) -> BiRNNPreTrainedModel:
 
 
 class _OnnxGraph(nn.Module):
-    """The model as ONNX sees it: `(input_ids, attention_mask)` in, plain tensors out."""
+    """The model as ONNX sees it: `(input_ids, attention_mask)` in, plain tensors out; with a CRF head, the emission
+    scores that the CRF decodes."""
 
     def __init__(self, model: BiRNNPreTrainedModel):
         super().__init__()
         self.model = model
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if getattr(self.model, "crf", None) is not None:
+            states = self.model.birnn(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            return (self.model.classifier(states),)  # the head's dropout is the identity in eval
         outputs = self.model(input_ids=input_ids, attention_mask=attention_mask, return_dict=True)
         if isinstance(outputs, BaseModelOutputWithPooling):
             return outputs.last_hidden_state, outputs.pooler_output
@@ -62,17 +107,16 @@ def export_onnx(model: BiRNNPreTrainedModel, path: str | Path, quantize: bool = 
     """Write `model` to `path` as ONNX, with dynamic batch size and sequence length, for ONNX Runtime.
 
     Inputs are `input_ids` and `attention_mask` (int64, (batch, sequence)); outputs are `logits` for the heads, or
-    `last_hidden_state` and `pooler_output` for `BiRNNModel`. The graph is padding-exact: while exporting,
-    `SpanLayout` builds every index map instead of skipping those a batch does not need (`is_exporting`). A CRF
-    head is refused: its decoding loops over the steps in Python. `quantize=True` stores the LSTM and linear
-    weights as int8 (ONNX Runtime's dynamic quantization; GRU and RNN cells stay fp32). Needs the `onnx` extra.
+    `last_hidden_state` and `pooler_output` for `BiRNNModel`. A CRF head's decoding loops over the steps in Python,
+    so its graph ends before the CRF and outputs the `emissions`; `OnnxRuntimeModel` decodes them. The graph is
+    padding-exact: while exporting, `SpanLayout` builds every index map instead of skipping those a batch does not
+    need (`is_exporting`). `quantize=True` stores the LSTM and linear weights as int8 (ONNX Runtime's dynamic
+    quantization; GRU and RNN cells stay fp32). Needs the `onnx` extra.
 
     >>> export_onnx(model, "tagger.onnx")
     >>> session = onnxruntime.InferenceSession("tagger.onnx")
     >>> logits = session.run(["logits"], {"input_ids": ids, "attention_mask": mask})[0]
     """
-    if getattr(model, "crf", None) is not None:
-        raise ValueError("export_onnx does not export a CRF head: its Viterbi and forward-backward loops are Python.")
     for module in ("onnx", "onnxscript") + (("onnxruntime",) if quantize else ()):
         if importlib.util.find_spec(module) is None:
             raise ImportError(f"export_onnx needs `{module}`: pip install 'hf_birnn[onnx]'.")
@@ -92,7 +136,7 @@ def export_onnx(model: BiRNNPreTrainedModel, path: str | Path, quantize: bool = 
 
 def _export_graph(graph: _OnnxGraph, path: Path) -> None:
     model = graph.model
-    output_names = ["last_hidden_state", "pooler_output"] if isinstance(model, BiRNNModel) else ["logits"]
+    output_names = graph_output_names(model)
     # a full row and a padded one, so that nothing about the example's padding is baked into the graph
     example = (torch.tensor([[5, 6, 7, 8], [5, 6, 7, 0]]), torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]]))
     input_names = ["input_ids", "attention_mask"]
@@ -125,6 +169,12 @@ def _export_graph(graph: _OnnxGraph, path: Path) -> None:
         program.save(str(path))
 
 
+def graph_output_names(model: BiRNNPreTrainedModel) -> list[str]:
+    if isinstance(model, BiRNNModel):
+        return ["last_hidden_state", "pooler_output"]
+    return ["emissions"] if getattr(model, "crf", None) is not None else ["logits"]
+
+
 def _clear_rnn_dispatch_caches() -> None:
     """While exporting, torch 2.13 swaps in while-loop decompositions of LSTM and GRU that keep the length dynamic,
     but does not clear the ops' dispatch caches: a second export in the same process then unrolls the loop and
@@ -143,6 +193,168 @@ def _quantize_onnx(fp32_path: Path, prepared_path: Path, path: Path) -> None:
 
     quant_pre_process(str(fp32_path), str(prepared_path), skip_symbolic_shape=True)
     quantize_dynamic(prepared_path, path, op_types_to_quantize=ONNX_QUANTIZED_OPS, weight_type=QuantType.QInt8)
+
+
+class OnnxRuntimeModel(nn.Module):
+    """A model exported by `export_onnx`, run by ONNX Runtime behind the eager model's interface: `config`,
+    `device`, and `forward(input_ids, attention_mask)` returning the eager head's output class with torch tensors,
+    so `model(**batch)` and `pipeline("token-classification", model=onnx_model, tokenizer=...)` work unchanged.
+    A CRF head's graph outputs emission scores; the CRF, kept here in torch, turns them into the eager model's
+    max-marginal logits (its decoding loops over the steps in Python, which does not export).
+
+    `save_pretrained(folder)` writes `config.json`, `model.onnx` (and `crf.safetensors`); `from_pretrained(folder)`
+    reads them back. The graph takes no `inputs_embeds` and returns no hidden states.
+
+    >>> onnx_model = OnnxRuntimeModel.from_model(model, quantize=True)  # = quantize_for_cpu(model, "onnxruntime")
+    >>> tagger = pipeline("token-classification", model=onnx_model, tokenizer=tokenizer)
+    """
+
+    main_input_name = "input_ids"
+
+    def __init__(
+        self,
+        graph: bytes,
+        config: BiRNNConfig,
+        architecture: str,
+        crf: LinearChainCRF | None = None,
+        threads: int | None = None,
+    ):
+        super().__init__()
+        import onnxruntime
+
+        if architecture not in OUTPUT_CLASSES:
+            raise ValueError(f"OnnxRuntimeModel runs {sorted(OUTPUT_CLASSES)}, not {architecture!r}.")
+        options = onnxruntime.SessionOptions()
+        if threads is not None:
+            options.intra_op_num_threads = threads
+        self.session = onnxruntime.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+        self.graph, self.config, self.architecture, self.crf = graph, config, architecture, crf
+        self.output_names = [output.name for output in self.session.get_outputs()]
+        if ("emissions" in self.output_names) != (crf is not None):
+            raise ValueError("A graph outputs `emissions` exactly when its model has a CRF head; these do not match.")
+
+    @classmethod
+    def from_model(
+        cls, model: BiRNNPreTrainedModel, quantize: bool = False, threads: int | None = None
+    ) -> "OnnxRuntimeModel":
+        """Export `model` with `export_onnx` (int8 weights with `quantize=True`) and run the graph."""
+        if importlib.util.find_spec("onnxruntime") is None:
+            raise ImportError("OnnxRuntimeModel needs `onnxruntime`: pip install 'hf_birnn[onnx]'.")
+        with tempfile.TemporaryDirectory() as folder:
+            graph = export_onnx(model, Path(folder) / ONNX_FILE, quantize=quantize).read_bytes()
+        crf = copy.deepcopy(model.crf).eval() if getattr(model, "crf", None) is not None else None
+        return cls(graph, copy.deepcopy(model.config), type(model).__name__, crf=crf, threads=threads)
+
+    @classmethod
+    def from_pretrained(cls, folder: str | os.PathLike, threads: int | None = None) -> "OnnxRuntimeModel":
+        """Load what `save_pretrained` wrote to `folder`."""
+        folder = Path(folder)
+        if not (folder / ONNX_FILE).is_file():
+            raise OSError(f"{folder} has no {ONNX_FILE}: write one with `OnnxRuntimeModel.save_pretrained`.")
+        config = BiRNNConfig.from_pretrained(folder)
+        crf = None
+        if config.use_crf:
+            if not (folder / CRF_FILE).is_file():
+                raise OSError(f"{folder}'s config has a CRF head but the folder has no {CRF_FILE}.")
+            crf = crf_from_config(config)
+            crf.load_state_dict(load_file(folder / CRF_FILE))
+        architecture = (config.architectures or ["(none in config.json)"])[0]
+        return cls((folder / ONNX_FILE).read_bytes(), config, architecture, crf=crf, threads=threads)
+
+    def save_pretrained(self, folder: str | os.PathLike) -> None:
+        """Write the config, the graph and the CRF to `folder`; each file is written whole or not at all."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.config.architectures = [self.architecture]
+        self.config.save_pretrained(folder)
+        _write_atomically(folder / ONNX_FILE, lambda path: path.write_bytes(self.graph))
+        if self.crf is not None:  # its forbidden transitions follow from the config
+            crf_tensors = {name: tensor.contiguous() for name, tensor in self.crf.state_dict().items()}
+            _write_atomically(folder / CRF_FILE, lambda path: save_file(crf_tensors, str(path)))
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.float32
+
+    def can_generate(self) -> bool:
+        return False
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> tuple | ModelOutput:
+        """Runs the graph on `input_ids` and `attention_mask`; other tokenizer outputs (`token_type_ids`) are
+        ignored, as the eager model ignores them."""
+        if input_ids is None or input_ids.dim() != 2:
+            raise ValueError("OnnxRuntimeModel takes `input_ids` of shape (batch, sequence) (no `inputs_embeds`).")
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if attention_mask.shape != input_ids.shape:
+            raise ValueError(
+                f"`attention_mask` has shape {tuple(attention_mask.shape)}, `input_ids` {tuple(input_ids.shape)}."
+            )
+        input_ids, attention_mask = input_ids.detach().cpu().long(), attention_mask.detach().cpu().long()
+        # the graph leaves out the eager model's check that each row's real tokens are one span
+        layout = SpanLayout.from_attention_mask(attention_mask, *input_ids.shape, device=input_ids.device)
+        groups = length_groups(layout.lengths)
+        if groups is None:
+            outputs = self._run_graph(input_ids, attention_mask)
+        else:
+            outputs = self._run_graph_in_length_groups(input_ids, attention_mask, groups)
+        if self.crf is not None:
+            with torch.no_grad():
+                outputs = {"logits": self.crf.max_marginals_in_place(outputs.pop("emissions"), layout)}
+        output = OUTPUT_CLASSES[self.architecture](**outputs)
+        return output.to_tuple() if return_dict is False else output
+
+    def _run_graph(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        feed = {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()}
+        arrays = self.session.run(None, feed)
+        return {name: torch.from_numpy(array) for name, array in zip(self.output_names, arrays, strict=True)}
+
+    def _run_graph_in_length_groups(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, groups: list[torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """The graph on groups of rows of similar length (`length_groups`, as the eager model runs them), each cut
+        to the steps its rows' spans cover. Per-token outputs are 0 at the steps a group's cut leaves out."""
+        real = attention_mask.bool()
+        starts = torch.where(real.any(dim=1), real.int().argmax(dim=1), 0)
+        ends = starts + real.sum(dim=1)
+        seq_len = input_ids.size(1)
+        grouped_outputs = []
+        for rows in groups:
+            begin = int(starts[rows].min())
+            end = max(int(ends[rows].max()), begin + 1)
+            outputs = self._run_graph(input_ids[rows, begin:end], attention_mask[rows, begin:end])
+            grouped_outputs.append(
+                {
+                    name: nn.functional.pad(output, (0, 0, begin, seq_len - end)) if output.dim() == 3 else output
+                    for name, output in outputs.items()
+                }
+            )
+        batch_order = torch.cat(groups).argsort()
+        return {
+            name: torch.cat([outputs[name] for outputs in grouped_outputs])[batch_order] for name in self.output_names
+        }
+
+
+def _write_atomically(path: Path, write: Callable[[Path], object]) -> None:
+    """`write(temporary_path)` beside `path`, then rename it: a reader finds the old file or the new one, never half
+    of one."""
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
+        temporary = Path(handle.name)
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 # what the exporters print about their own internals: progress, the LSTM weights they re-pack, deprecations
@@ -169,4 +381,4 @@ def _quiet_exporter():
             onnx_logger.setLevel(previous_level)
 
 
-__all__ = ["export_onnx", "quantize_for_cpu"]
+__all__ = ["OnnxRuntimeModel", "export_onnx", "quantize_for_cpu"]
