@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 r"""CPU speed of hf_birnn against the baselines of issue 7, printed as tables of ratios (and saved as JSON and PNG).
 
-    # first the tagger that the int8 and pipeline sections read (no CRF: export_onnx does not take a CRF head)
+    # first the tagger that the int8 and pipeline sections read (no CRF, so that the runtimes' ratios are the
+    # encoder's: a CRF's decoding runs in torch after every runtime)
     python scripts/run_ner.py --output_dir outputs/wnut17-bilstm --num_train_epochs 10 --run_demo false \
         --config_overrides hidden_size=256,cell_type=lstm,embedding_dropout=0.25,hidden_dropout=0.25,\
 classifier_dropout=0.25

@@ -322,7 +322,7 @@ def test_length_groups_give_the_gradients_of_one_padded_batch(monkeypatch):
         return loss.detach(), [parameter.grad.clone() for parameter in model.parameters()]
 
     grouped_loss, grouped_gradients = loss_and_gradients()
-    monkeypatch.setattr(modeling_birnn, "MIN_GROUPING_SAVING", 1.0)  # no batch saves all its steps: one group
+    monkeypatch.setattr(modeling_birnn, "GROUP_OVERHEAD", 1e9)  # a group costs more than any padding: one group
     assert length_groups(attention_mask.sum(dim=1)) is None
     loss, gradients = loss_and_gradients()
     torch.testing.assert_close(grouped_loss, loss, atol=ATOL, rtol=0)
