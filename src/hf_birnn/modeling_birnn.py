@@ -49,6 +49,7 @@ class SpanLayout:
     """
 
     lengths: torch.Tensor  # (batch,) number of real tokens per row
+    starts: torch.Tensor  # (batch,) position of each row's first real token in the unaligned layout (0 if empty)
     align_index: torch.Tensor | None  # (batch, seq_len) rotation putting each span first; None when all start at 0
     restore_index: torch.Tensor | None  # (batch, seq_len) the inverse rotation
     reverse_index: torch.Tensor | None  # (batch, seq_len) reversal within each row's length; None when no padding
@@ -59,7 +60,7 @@ class SpanLayout:
     ) -> "SpanLayout":
         if attention_mask is None:
             lengths = torch.full((batch_size,), seq_len, dtype=torch.long, device=device)
-            return cls(lengths=lengths, align_index=None, restore_index=None, reverse_index=None)
+            return cls(lengths, torch.zeros_like(lengths), align_index=None, restore_index=None, reverse_index=None)
 
         real = attention_mask.bool()
         lengths = real.sum(dim=1)
@@ -82,14 +83,15 @@ class SpanLayout:
             restore_index = torch.where(unshifted >= 0, unshifted, unshifted + seq_len)
         if exporting or bool((lengths < seq_len).any()):
             reverse_index = cls._reverse_index(lengths, positions)
-        return cls(lengths=lengths, align_index=align_index, restore_index=restore_index, reverse_index=reverse_index)
+        return cls(lengths, starts, align_index=align_index, restore_index=restore_index, reverse_index=reverse_index)
 
     @classmethod
     def of_aligned_rows(cls, lengths: torch.Tensor, seq_len: int) -> "SpanLayout":
         """The layout of rows that are already aligned (each row's `lengths` real steps first)."""
         positions = torch.arange(seq_len, device=lengths.device)
         reverse_index = cls._reverse_index(lengths, positions) if bool((lengths < seq_len).any()) else None
-        return cls(lengths=lengths, align_index=None, restore_index=None, reverse_index=reverse_index)
+        starts = torch.zeros_like(lengths)
+        return cls(lengths, starts, align_index=None, restore_index=None, reverse_index=reverse_index)
 
     @staticmethod
     def _reverse_index(lengths: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
@@ -130,7 +132,8 @@ def reverse_within_lengths(sequence: torch.Tensor, layout: SpanLayout) -> torch.
 # The recurrences' cost grows with the padded length of a batch, and batches of real text are mostly padding. Rows
 # sorted by length and run in groups, each cut to its longest row, skip most of it. The cost of a group, in units of
 # one row's step, is its length × (rows + STEP_OVERHEAD_ROWS) + GROUP_OVERHEAD: one LSTM step of 8 rows costs what 11
-# or 12 rows would if the cost were proportional (measured, 1 thread), and each group's calls add ~0.5 ms.
+# or 12 rows would if the cost were proportional (measured, 1 thread); GROUP_OVERHEAD stands for the fixed cost of a
+# group's calls and keeps batches of similar lengths whole.
 STEP_OVERHEAD_ROWS = 4
 GROUP_OVERHEAD = 32
 GROUP_ROWS_MULTIPLE = 4  # groups hold a multiple of this many rows (and the rest), which keeps the search short
@@ -158,6 +161,11 @@ def length_groups(lengths: torch.Tensor) -> list[torch.Tensor] | None:
         group_sizes.append(bounds[j] - bounds[first_bound[j]])
         j = first_bound[j]
     return list(order.split(group_sizes[::-1])) if len(group_sizes) > 1 else None
+
+
+def in_batch_order(grouped: list[torch.Tensor], groups: list[torch.Tensor]) -> torch.Tensor:
+    """The rows of `grouped` (one tensor per group of `length_groups`, rows first) put back in batch order."""
+    return torch.cat(grouped)[torch.cat(groups).argsort()]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -598,7 +606,7 @@ class BiRNNModel(BiRNNPreTrainedModel):
                 )
             token_vectors = torch.cat([token_vectors, self.token_spelling(input_ids)], dim=-1)
         aligned_inputs = gather_steps(self.embedding_dropout(token_vectors), layout.align_index)
-        layer_states, pooled_output = self._run_layers_in_length_groups(aligned_inputs, layout)
+        layer_states, pooled_output = self._run_layers_in_length_groups(aligned_inputs, layout, output_hidden_states)
         pooled_output = pooled_output * (layout.lengths > 0)[:, None]
         last_hidden_state = restore(layer_states[-1])
         all_hidden_states = None
@@ -611,8 +619,11 @@ class BiRNNModel(BiRNNPreTrainedModel):
             last_hidden_state=last_hidden_state, pooler_output=pooled_output, hidden_states=all_hidden_states
         )
 
-    def _run_layers(self, aligned_inputs: torch.Tensor, layout: SpanLayout) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """([inputs, H_t of layer 1, …, of the last layer], pooled output) on aligned rows."""
+    def _run_layers(
+        self, aligned_inputs: torch.Tensor, layout: SpanLayout, every_layer: bool
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """([inputs, H_t of layer 1, …, of the last layer] with `every_layer`, else [H_t of the last layer], pooled
+        output) on aligned rows."""
         layer_states = [aligned_inputs]
         hidden_states = aligned_inputs
         for layer_idx, layer in enumerate(self.layers):
@@ -623,28 +634,27 @@ class BiRNNModel(BiRNNPreTrainedModel):
                 forward_states if backward_states is None else torch.cat([forward_states, backward_states], -1)
             )
             layer_states.append(hidden_states)
-        return layer_states, self._pool(forward_states, backward_states, layout)
+        return layer_states if every_layer else layer_states[-1:], self._pool(forward_states, backward_states, layout)
 
     def _run_layers_in_length_groups(
-        self, aligned_inputs: torch.Tensor, layout: SpanLayout
+        self, aligned_inputs: torch.Tensor, layout: SpanLayout, every_layer: bool
     ) -> tuple[list[torch.Tensor], torch.Tensor]:
         """`_run_layers` on groups of rows of similar length, each cut to its longest row (`length_groups`), then put
         back in batch order. Each row's outputs are its own whatever its batch mates, so this changes nothing but
         the work spent on padding (and the rounding of the matrix products)."""
         groups = length_groups(layout.lengths)
         if groups is None:
-            return self._run_layers(aligned_inputs, layout)
+            return self._run_layers(aligned_inputs, layout, every_layer)
         seq_len = aligned_inputs.size(1)
         grouped_states, grouped_pooled = [], []
         for rows in groups:
             group_len = max(int(layout.lengths[rows].max()), 1)
             group_layout = SpanLayout.of_aligned_rows(layout.lengths[rows], group_len)
-            states, pooled = self._run_layers(aligned_inputs[rows, :group_len], group_layout)
+            states, pooled = self._run_layers(aligned_inputs[rows, :group_len], group_layout, every_layer)
             grouped_states.append([nn.functional.pad(state, (0, 0, 0, seq_len - group_len)) for state in states])
             grouped_pooled.append(pooled)
-        batch_order = torch.cat(groups).argsort()
-        layer_states = [torch.cat(states)[batch_order] for states in zip(*grouped_states, strict=True)]
-        return layer_states, torch.cat(grouped_pooled)[batch_order]
+        layer_states = [in_batch_order(list(states), groups) for states in zip(*grouped_states, strict=True)]
+        return layer_states, in_batch_order(grouped_pooled, groups)
 
     @staticmethod
     def _pool(forward_states: torch.Tensor, backward_states: torch.Tensor | None, layout: SpanLayout) -> torch.Tensor:
