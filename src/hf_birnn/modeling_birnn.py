@@ -46,6 +46,10 @@ class SpanLayout:
     its own length* (`reverse_index`, its own inverse), runs the same kernel, and reverses back: it starts at each
     row's own last token. This keeps the fast kernel and exports, where `pack_padded_sequence` measured 0.26–0.88×
     the speed of a padded batch on CPU and does not export (see the README).
+
+    The recurrences run with the steps first, (seq_len, batch, width), the layout nn.RNN computes in: with
+    `batch_first` every call would transpose its input and output (issue 7). `to_steps_first` aligns and transposes
+    in one gather, `from_steps_first` restores and transposes back in one.
     """
 
     lengths: torch.Tensor  # (batch,) number of real tokens per row
@@ -99,9 +103,41 @@ class SpanLayout:
         return torch.where(reversed_positions >= 0, reversed_positions, positions)
 
     def aligned_mask(self, seq_len: int) -> torch.Tensor:
-        """(batch, seq_len, 1) float mask of the real tokens in the aligned layout."""
+        """(batch, seq_len, 1) bool mask of the real tokens in the aligned layout."""
         positions = torch.arange(seq_len, device=self.lengths.device)
         return (positions < self.lengths[:, None]).unsqueeze(-1)
+
+    def to_steps_first(self, sequence: torch.Tensor) -> torch.Tensor:
+        """(batch, seq_len, width) → aligned (seq_len, batch, width): each row's span first, steps first."""
+        if self.align_index is None:
+            return sequence.transpose(0, 1).contiguous()
+        batch_size, seq_len, width = sequence.shape
+        source_rows = self.align_index + self._batch_positions(batch_size) * seq_len  # into (batch × seq_len) rows
+        return gather_rows(sequence, source_rows.T, (seq_len, batch_size, width))
+
+    def from_steps_first(self, aligned: torch.Tensor) -> torch.Tensor:
+        """Aligned (seq_len, batch, width) → (batch, seq_len, width) with each row's span back in place."""
+        if self.restore_index is None:
+            return aligned.transpose(0, 1).contiguous()
+        seq_len, batch_size, width = aligned.shape
+        source_rows = self.restore_index * batch_size + self._batch_positions(batch_size)  # into (seq_len × batch)
+        return gather_rows(aligned, source_rows, (batch_size, seq_len, width))
+
+    def reverse_steps_first(self, aligned: torch.Tensor) -> torch.Tensor:
+        """Reverse each row of aligned (seq_len, batch, width) within its length; padding stays where it is."""
+        if self.reverse_index is None:
+            return aligned.flip(0)
+        seq_len, batch_size, width = aligned.shape
+        source_rows = self.reverse_index * batch_size + self._batch_positions(batch_size)
+        return gather_rows(aligned, source_rows.T, aligned.shape)
+
+    def steps_first_mask(self, seq_len: int) -> torch.Tensor:
+        """(seq_len, batch, 1) bool mask of the real tokens in the aligned, steps-first layout."""
+        positions = torch.arange(seq_len, device=self.lengths.device)
+        return (positions[:, None] < self.lengths).unsqueeze(-1)
+
+    def _batch_positions(self, batch_size: int) -> torch.Tensor:
+        return torch.arange(batch_size, device=self.lengths.device)[:, None]
 
 
 def is_exporting() -> bool:
@@ -111,22 +147,21 @@ def is_exporting() -> bool:
     return torch.compiler.is_exporting() or torch.jit.is_tracing()
 
 
+def gather_rows(sequence: torch.Tensor, source_rows: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """The vectors of `sequence` (…, width), taken as one list of rows, at `source_rows`, viewed as `shape`."""
+    # `index_select` over the flattened steps copies whole rows; `gather` indexes every element: 13 ms against 0.3 ms
+    # for a (32, 128, 256) batch on one CPU thread, 5% of a BiLSTM forward (issue 7)
+    width = sequence.size(-1)
+    return sequence.reshape(-1, width).index_select(0, source_rows.flatten()).view(shape)
+
+
 def gather_steps(sequence: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
     """Reorder the time steps of each row of `sequence` (batch, seq_len, width) by `index` (batch, seq_len)."""
     if index is None:
         return sequence
-    # `index_select` over the flattened steps copies whole rows; `gather` indexes every element: 13 ms against 0.3 ms
-    # for a (32, 128, 256) batch on one CPU thread, 5% of a BiLSTM forward (issue 7)
-    (batch_size, seq_len), width = index.shape, sequence.size(-1)
-    flat_index = (index + torch.arange(batch_size, device=index.device)[:, None] * seq_len).flatten()
-    return sequence.reshape(batch_size * seq_len, width).index_select(0, flat_index).view(batch_size, seq_len, width)
-
-
-def reverse_within_lengths(sequence: torch.Tensor, layout: SpanLayout) -> torch.Tensor:
-    """Reverse each aligned row's real tokens in place of their span; padding stays where it is."""
-    if layout.reverse_index is None:
-        return sequence.flip(1)
-    return gather_steps(sequence, layout.reverse_index)
+    batch_size, seq_len = index.shape
+    source_rows = index + torch.arange(batch_size, device=index.device)[:, None] * seq_len
+    return gather_rows(sequence, source_rows, (batch_size, seq_len, sequence.size(-1)))
 
 
 # The recurrences' cost grows with the padded length of a batch, and batches of real text are mostly padding. Rows
@@ -163,9 +198,9 @@ def length_groups(lengths: torch.Tensor) -> list[torch.Tensor] | None:
     return list(order.split(group_sizes[::-1])) if len(group_sizes) > 1 else None
 
 
-def in_batch_order(grouped: list[torch.Tensor], groups: list[torch.Tensor]) -> torch.Tensor:
-    """The rows of `grouped` (one tensor per group of `length_groups`, rows first) put back in batch order."""
-    return torch.cat(grouped)[torch.cat(groups).argsort()]
+def in_batch_order(grouped: list[torch.Tensor], groups: list[torch.Tensor], batch_dim: int = 0) -> torch.Tensor:
+    """The rows of `grouped` (one tensor per group of `length_groups`) put back in batch order."""
+    return torch.cat(grouped, dim=batch_dim).index_select(batch_dim, torch.cat(groups).argsort())
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -178,11 +213,11 @@ def build_recurrence(config: BiRNNConfig, input_size: int, hidden_size: int) -> 
     because they may have different numbers of hidden units."""
     rnn_class = RNN_CLASSES[config.cell_type]
     extra = {"nonlinearity": config.nonlinearity} if config.cell_type == "rnn" else {}
-    return rnn_class(input_size, hidden_size, num_layers=1, batch_first=True, **extra)
+    return rnn_class(input_size, hidden_size, num_layers=1, **extra)  # steps first (see `SpanLayout`)
 
 
 class BiRNNLayer(nn.Module):
-    """One bidirectional layer: H_t = [H→_t ; H←_t], computed on the aligned layout of `SpanLayout`."""
+    """One bidirectional layer: H_t = [H→_t ; H←_t], computed on the aligned, steps-first layout of `SpanLayout`."""
 
     def __init__(self, config: BiRNNConfig, layer_idx: int):
         super().__init__()
@@ -196,8 +231,8 @@ class BiRNNLayer(nn.Module):
         forward_states, _ = self.forward_rnn(aligned_inputs)
         if self.backward_rnn is None:
             return forward_states, None
-        reversed_states, _ = self.backward_rnn(reverse_within_lengths(aligned_inputs, layout))
-        backward_states = reverse_within_lengths(reversed_states, layout)
+        reversed_states, _ = self.backward_rnn(layout.reverse_steps_first(aligned_inputs))
+        backward_states = layout.reverse_steps_first(reversed_states)
         return forward_states, backward_states
 
 
@@ -592,10 +627,10 @@ class BiRNNModel(BiRNNPreTrainedModel):
                 input_ids = nn.functional.pad(input_ids, (0, 1), value=self.config.pad_token_id or 0)
         batch_size, seq_len, _ = inputs_embeds.shape
         layout = SpanLayout.from_attention_mask(attention_mask, batch_size, seq_len, inputs_embeds.device)
-        real_steps = layout.aligned_mask(seq_len).to(inputs_embeds.dtype)  # (batch, seq_len, 1)
+        real_steps = layout.steps_first_mask(seq_len).to(inputs_embeds.dtype)  # (seq_len, batch, 1)
 
         def restore(aligned: torch.Tensor) -> torch.Tensor:
-            return gather_steps(aligned * real_steps, layout.restore_index)[:, :num_steps]
+            return layout.from_steps_first(aligned * real_steps)[:, :num_steps]
 
         token_vectors = self.word_dropout(inputs_embeds)  # the spelling features stay: a dropped word is spelt out
         if self.token_spelling is not None:
@@ -605,7 +640,7 @@ class BiRNNModel(BiRNNPreTrainedModel):
                     "training a model with `character_filters` > 0."
                 )
             token_vectors = torch.cat([token_vectors, self.token_spelling(input_ids)], dim=-1)
-        aligned_inputs = gather_steps(self.embedding_dropout(token_vectors), layout.align_index)
+        aligned_inputs = layout.to_steps_first(self.embedding_dropout(token_vectors))
         layer_states, pooled_output = self._run_layers_in_length_groups(aligned_inputs, layout, output_hidden_states)
         pooled_output = pooled_output * (layout.lengths > 0)[:, None]
         last_hidden_state = restore(layer_states[-1])
@@ -623,7 +658,7 @@ class BiRNNModel(BiRNNPreTrainedModel):
         self, aligned_inputs: torch.Tensor, layout: SpanLayout, every_layer: bool
     ) -> tuple[list[torch.Tensor], torch.Tensor]:
         """([inputs, H_t of layer 1, …, of the last layer] with `every_layer`, else [H_t of the last layer], pooled
-        output) on aligned rows."""
+        output) on aligned, steps-first inputs."""
         layer_states = [aligned_inputs]
         hidden_states = aligned_inputs
         for layer_idx, layer in enumerate(self.layers):
@@ -645,25 +680,25 @@ class BiRNNModel(BiRNNPreTrainedModel):
         groups = length_groups(layout.lengths)
         if groups is None:
             return self._run_layers(aligned_inputs, layout, every_layer)
-        seq_len = aligned_inputs.size(1)
+        seq_len = aligned_inputs.size(0)
         grouped_states, grouped_pooled = [], []
         for rows in groups:
             group_len = max(int(layout.lengths[rows].max()), 1)
             group_layout = SpanLayout.of_aligned_rows(layout.lengths[rows], group_len)
-            states, pooled = self._run_layers(aligned_inputs[rows, :group_len], group_layout, every_layer)
-            grouped_states.append([nn.functional.pad(state, (0, 0, 0, seq_len - group_len)) for state in states])
+            states, pooled = self._run_layers(aligned_inputs[:group_len, rows], group_layout, every_layer)
+            grouped_states.append([nn.functional.pad(state, (0, 0, 0, 0, 0, seq_len - group_len)) for state in states])
             grouped_pooled.append(pooled)
-        layer_states = [in_batch_order(list(states), groups) for states in zip(*grouped_states, strict=True)]
+        layer_states = [in_batch_order(list(states), groups, 1) for states in zip(*grouped_states, strict=True)]
         return layer_states, in_batch_order(grouped_pooled, groups)
 
     @staticmethod
     def _pool(forward_states: torch.Tensor, backward_states: torch.Tensor | None, layout: SpanLayout) -> torch.Tensor:
         """[H→ at the last real token ; H← at the first] of each aligned row (zeros are applied to empty rows)."""
-        batch_index = torch.arange(forward_states.size(0), device=forward_states.device)
-        last_forward = forward_states[batch_index, (layout.lengths - 1).clamp(min=0)]
+        batch_index = torch.arange(forward_states.size(1), device=forward_states.device)
+        last_forward = forward_states[(layout.lengths - 1).clamp(min=0), batch_index]
         if backward_states is None:
             return last_forward
-        return torch.cat([last_forward, backward_states[:, 0]], dim=-1)
+        return torch.cat([last_forward, backward_states[0]], dim=-1)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -136,6 +136,8 @@ def export_onnx(model: BiRNNPreTrainedModel, path: str | Path, quantize: bool = 
 
 
 def _export_graph(graph: _OnnxGraph, path: Path) -> None:
+    import onnxscript.optimizer
+
     model = graph.model
     output_names = _graph_output_names(model)
     # a full row and a padded one, so that nothing about the example's padding is baked into the graph
@@ -166,7 +168,13 @@ def _export_graph(graph: _OnnxGraph, path: Path) -> None:
             input_names=input_names,
             output_names=output_names,
             dynamic_shapes={"input_ids": dims, "attention_mask": dims},
+            optimize=False,
         )
+        # only the constant folding of `optimize=True` (which the int8 quantizer needs: it quantizes initializers):
+        # its rewrite rule MaterializeReshapeShape (onnxscript 0.7) bakes the example's length into the reshape
+        # after each steps-first LSTM, and the graph then fails on any other length
+        onnxscript.optimizer.fold_constants(program.model)
+        onnxscript.optimizer.remove_unused_nodes(program.model)
         program.save(str(path))
 
 
