@@ -6,7 +6,7 @@ r"""CPU speed of hf_birnn against the baselines of issue 7, printed as tables of
     python scripts/run_ner.py --output_dir outputs/wnut17-bilstm --num_train_epochs 10 --run_demo false \
         --config_overrides hidden_size=256,cell_type=lstm,embedding_dropout=0.25,hidden_dropout=0.25,\
 classifier_dropout=0.25
-    python scripts/benchmark.py                               # every section, 7-15 minutes on one thread
+    python scripts/benchmark.py                               # every section, 5-15 minutes on one thread
     python scripts/benchmark.py --only overhead,int8 --repeats 7
     python scripts/benchmark.py --quick                       # tiny sizes, a smoke test (tests/test_serving.py)
 
