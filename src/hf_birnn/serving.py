@@ -67,7 +67,9 @@ def quantize_for_cpu(
     `backend="torch"` uses dynamic quantization (`torch.ao.quantization.quantize_dynamic`), the one path in torch
     2.13 with int8 recurrent kernels (torchao's `quantize_` covers linear layers only), though deprecated in
     favour of torchao. Its int8 LSTM runs the gate maths as separate small ops at every step: 1.48× eager fp32
-    (1.25× with AVX2). Plain RNN cells stay fp32. It keeps the torch module (`inputs_embeds`, hidden states).
+    (1.25× with AVX2), and on small models it gains nothing (2 × 128 hidden units: 0.96×); prefer
+    `backend="onnxruntime"` where the extra is installed. Plain RNN cells stay fp32. It keeps the torch module
+    (`inputs_embeds`, hidden states).
 
     Both quantize activations on the fly with one scale per tensor: because the scale spans the batch, outputs move
     slightly with batch mates and padding; predicted labels stay ≥ 99.5% identical (`scripts/benchmark.py --only
