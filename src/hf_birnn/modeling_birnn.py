@@ -48,8 +48,9 @@ class SpanLayout:
     the speed of a padded batch on CPU and does not export (see the README).
 
     The recurrences run with the steps first, (seq_len, batch, width), the layout nn.RNN computes in: with
-    `batch_first` every call would transpose its input and output (issue 7). `to_steps_first` aligns and transposes
-    in one gather, `from_steps_first` restores and transposes back in one.
+    `batch_first` every call would transpose its input and output (issue 7). One gather aligns a group of rows and
+    puts its steps first (`group_input_rows`); one gather puts every token's state back in place, in batch order,
+    with zeros at the padding (`output_rows`).
     """
 
     lengths: torch.Tensor  # (batch,) number of real tokens per row
@@ -107,21 +108,35 @@ class SpanLayout:
         positions = torch.arange(seq_len, device=self.lengths.device)
         return (positions < self.lengths[:, None]).unsqueeze(-1)
 
-    def to_steps_first(self, sequence: torch.Tensor) -> torch.Tensor:
-        """(batch, seq_len, width) → aligned (seq_len, batch, width): each row's span first, steps first."""
+    def group_input_rows(self, rows: torch.Tensor, group_len: int, seq_len: int) -> torch.Tensor:
+        """(group_len, len(rows)): where the first `group_len` aligned steps of `rows` lie among the flattened
+        (batch × seq_len) token vectors, steps first."""
         if self.align_index is None:
-            return sequence.transpose(0, 1).contiguous()
-        batch_size, seq_len, width = sequence.shape
-        source_rows = self.align_index + self._batch_positions(batch_size) * seq_len  # into (batch × seq_len) rows
-        return gather_rows(sequence, source_rows.T, (seq_len, batch_size, width))
+            steps = torch.arange(group_len, device=rows.device)[:, None]
+        else:
+            steps = self.align_index[rows, :group_len].T
+        return rows * seq_len + steps
 
-    def from_steps_first(self, aligned: torch.Tensor) -> torch.Tensor:
-        """Aligned (seq_len, batch, width) → (batch, seq_len, width) with each row's span back in place."""
-        if self.restore_index is None:
-            return aligned.transpose(0, 1).contiguous()
-        seq_len, batch_size, width = aligned.shape
-        source_rows = self.restore_index * batch_size + self._batch_positions(batch_size)  # into (seq_len × batch)
-        return gather_rows(aligned, source_rows, (batch_size, seq_len, width))
+    def output_rows(self, seq_len: int, groups: list[torch.Tensor] | None, group_lens: list[int]) -> torch.Tensor:
+        """(batch, seq_len): where each token's state lies among the groups' steps-first states (`groups` as
+        `length_groups` gives them, None for the whole batch in one), flattened and concatenated in group order with
+        one zero row after them, which every padding position takes."""
+        batch_size, device = self.lengths.numel(), self.lengths.device
+        aligned_steps = self.restore_index  # the aligned step that each position's state comes from
+        if aligned_steps is None:
+            aligned_steps = torch.arange(seq_len, device=device)[None]
+        if groups is None:
+            rows_in_states = aligned_steps * batch_size + torch.arange(batch_size, device=device)[:, None]
+            zero_row = seq_len * batch_size
+        else:
+            group_start, rows_per_step, row_in_group = (torch.empty_like(self.lengths) for _ in range(3))
+            zero_row = 0
+            for rows, group_len in zip(groups, group_lens, strict=True):
+                group_start[rows], rows_per_step[rows] = zero_row, rows.numel()
+                row_in_group[rows] = torch.arange(rows.numel(), device=device)
+                zero_row += group_len * rows.numel()
+            rows_in_states = group_start[:, None] + aligned_steps * rows_per_step[:, None] + row_in_group[:, None]
+        return torch.where(aligned_steps < self.lengths[:, None], rows_in_states, zero_row)
 
     def reverse_steps_first(self, aligned: torch.Tensor) -> torch.Tensor:
         """Reverse each row of aligned (seq_len, batch, width) within its length; padding stays where it is."""
@@ -130,11 +145,6 @@ class SpanLayout:
         seq_len, batch_size, width = aligned.shape
         source_rows = self.reverse_index * batch_size + self._batch_positions(batch_size)
         return gather_rows(aligned, source_rows.T, aligned.shape)
-
-    def steps_first_mask(self, seq_len: int) -> torch.Tensor:
-        """(seq_len, batch, 1) bool mask of the real tokens in the aligned, steps-first layout."""
-        positions = torch.arange(seq_len, device=self.lengths.device)
-        return (positions[:, None] < self.lengths).unsqueeze(-1)
 
     def _batch_positions(self, batch_size: int) -> torch.Tensor:
         return torch.arange(batch_size, device=self.lengths.device)[:, None]
@@ -198,9 +208,9 @@ def length_groups(lengths: torch.Tensor) -> list[torch.Tensor] | None:
     return list(order.split(group_sizes[::-1])) if len(group_sizes) > 1 else None
 
 
-def in_batch_order(grouped: list[torch.Tensor], groups: list[torch.Tensor], batch_dim: int = 0) -> torch.Tensor:
-    """The rows of `grouped` (one tensor per group of `length_groups`) put back in batch order."""
-    return torch.cat(grouped, dim=batch_dim).index_select(batch_dim, torch.cat(groups).argsort())
+def in_batch_order(grouped: list[torch.Tensor], groups: list[torch.Tensor]) -> torch.Tensor:
+    """The rows of `grouped` (one tensor per group of `length_groups`, rows first) put back in batch order."""
+    return torch.cat(grouped)[torch.cat(groups).argsort()]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -627,11 +637,6 @@ class BiRNNModel(BiRNNPreTrainedModel):
                 input_ids = nn.functional.pad(input_ids, (0, 1), value=self.config.pad_token_id or 0)
         batch_size, seq_len, _ = inputs_embeds.shape
         layout = SpanLayout.from_attention_mask(attention_mask, batch_size, seq_len, inputs_embeds.device)
-        real_steps = layout.steps_first_mask(seq_len).to(inputs_embeds.dtype)  # (seq_len, batch, 1)
-
-        def restore(aligned: torch.Tensor) -> torch.Tensor:
-            return layout.from_steps_first(aligned * real_steps)[:, :num_steps]
-
         token_vectors = self.word_dropout(inputs_embeds)  # the spelling features stay: a dropped word is spelt out
         if self.token_spelling is not None:
             if self.training and not is_exporting() and not self.token_spelling.token_spellings.any():
@@ -640,13 +645,13 @@ class BiRNNModel(BiRNNPreTrainedModel):
                     "training a model with `character_filters` > 0."
                 )
             token_vectors = torch.cat([token_vectors, self.token_spelling(input_ids)], dim=-1)
-        aligned_inputs = layout.to_steps_first(self.embedding_dropout(token_vectors))
-        layer_states, pooled_output = self._run_layers_in_length_groups(aligned_inputs, layout, output_hidden_states)
+        layer_states, pooled_output = self._run_layers_in_length_groups(
+            self.embedding_dropout(token_vectors), layout, output_hidden_states
+        )
         pooled_output = pooled_output * (layout.lengths > 0)[:, None]
-        last_hidden_state = restore(layer_states[-1])
-        all_hidden_states = None
-        if output_hidden_states:
-            all_hidden_states = tuple(map(restore, layer_states[:-1])) + (last_hidden_state,)
+        layer_states = [states[:, :num_steps] for states in layer_states]
+        last_hidden_state = layer_states[-1]
+        all_hidden_states = tuple(layer_states) if output_hidden_states else None
 
         if not return_dict:
             return tuple(v for v in (last_hidden_state, pooled_output, all_hidden_states) if v is not None)
@@ -672,24 +677,40 @@ class BiRNNModel(BiRNNPreTrainedModel):
         return layer_states if every_layer else layer_states[-1:], self._pool(forward_states, backward_states, layout)
 
     def _run_layers_in_length_groups(
-        self, aligned_inputs: torch.Tensor, layout: SpanLayout, every_layer: bool
+        self, token_vectors: torch.Tensor, layout: SpanLayout, every_layer: bool
     ) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """`_run_layers` on groups of rows of similar length, each cut to its longest row (`length_groups`), then put
-        back in batch order. Each row's outputs are its own whatever its batch mates, so this changes nothing but
-        the work spent on padding (and the rounding of the matrix products)."""
+        """`_run_layers` on groups of rows of similar length, each cut to its longest row (`length_groups`), with
+        every state put back in place and in batch order: (batch, seq_len, width) states as `_run_layers` lists
+        them, and the pooled output. Each row's outputs are its own whatever its batch mates, so the groups change
+        nothing but the work spent on padding (and the rounding of the matrix products)."""
+        batch_size, seq_len, width = token_vectors.shape
         groups = length_groups(layout.lengths)
         if groups is None:
-            return self._run_layers(aligned_inputs, layout, every_layer)
-        seq_len = aligned_inputs.size(0)
+            rows_of_groups, group_lens = [torch.arange(batch_size, device=token_vectors.device)], [seq_len]
+        else:
+            rows_of_groups = groups
+            group_lens = [max(int(layout.lengths[rows].max()), 1) for rows in groups]
         grouped_states, grouped_pooled = [], []
-        for rows in groups:
-            group_len = max(int(layout.lengths[rows].max()), 1)
-            group_layout = SpanLayout.of_aligned_rows(layout.lengths[rows], group_len)
-            states, pooled = self._run_layers(aligned_inputs[:group_len, rows], group_layout, every_layer)
-            grouped_states.append([nn.functional.pad(state, (0, 0, 0, 0, 0, seq_len - group_len)) for state in states])
+        for rows, group_len in zip(rows_of_groups, group_lens, strict=True):
+            group_layout = layout if groups is None else SpanLayout.of_aligned_rows(layout.lengths[rows], group_len)
+            input_rows = layout.group_input_rows(rows, group_len, seq_len)
+            aligned_inputs = gather_rows(token_vectors, input_rows, (group_len, rows.numel(), width))
+            states, pooled = self._run_layers(aligned_inputs, group_layout, every_layer)
+            grouped_states.append(states)
             grouped_pooled.append(pooled)
-        layer_states = [in_batch_order(list(states), groups, 1) for states in zip(*grouped_states, strict=True)]
-        return layer_states, in_batch_order(grouped_pooled, groups)
+        output_rows = layout.output_rows(seq_len, groups, group_lens)
+
+        def in_place(states_of_groups: tuple[torch.Tensor, ...]) -> torch.Tensor:
+            states_width = states_of_groups[0].size(-1)
+            # reshape(-1, …), not flatten(0, 1): the ONNX export folds a flatten's row count into a constant, the
+            # example's (onnxscript 0.7), and the graph then fails on other lengths
+            flat_states = [states.reshape(-1, states_width) for states in states_of_groups]
+            zero_row = flat_states[0].new_zeros(1, states_width)
+            return gather_rows(torch.cat([*flat_states, zero_row]), output_rows, (batch_size, seq_len, states_width))
+
+        layer_states = [in_place(states) for states in zip(*grouped_states, strict=True)]
+        pooled_output = grouped_pooled[0] if groups is None else in_batch_order(grouped_pooled, groups)
+        return layer_states, pooled_output
 
     @staticmethod
     def _pool(forward_states: torch.Tensor, backward_states: torch.Tensor | None, layout: SpanLayout) -> torch.Tensor:
