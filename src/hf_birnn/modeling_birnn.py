@@ -43,7 +43,7 @@ class SpanLayout:
     The model rotates each row so its span starts at position 0 (`align_index`), runs the recurrences, and rotates
     back (`restore_index`). In the aligned layout padding only ever follows the real tokens, so the forward direction
     can run the plain (cuDNN / oneDNN) kernel over the padded batch. The backward direction reverses each row *within
-    its own length* (`reverse_index`, its own inverse), runs the same kernel, and reverses back: it starts at each
+    its own length* (`reverse_rows`, its own inverse), runs the same kernel, and reverses back: it starts at each
     row's own last token. This keeps the fast kernel and exports, where `pack_padded_sequence` measured 0.26–0.88×
     the speed of a padded batch on CPU and does not export (see the README).
 
@@ -57,7 +57,9 @@ class SpanLayout:
     starts: torch.Tensor  # (batch,) position of each row's first real token in the unaligned layout (0 if empty)
     align_index: torch.Tensor | None  # (batch, seq_len) rotation putting each span first; None when all start at 0
     restore_index: torch.Tensor | None  # (batch, seq_len) the inverse rotation
-    reverse_index: torch.Tensor | None  # (batch, seq_len) reversal within each row's length; None when no padding
+    # (seq_len, batch) reversal within each row's length, as rows of the flattened steps-first states; None when no
+    # row is padded
+    reverse_rows: torch.Tensor | None
 
     @classmethod
     def from_attention_mask(
@@ -65,7 +67,7 @@ class SpanLayout:
     ) -> "SpanLayout":
         if attention_mask is None:
             lengths = torch.full((batch_size,), seq_len, dtype=torch.long, device=device)
-            return cls(lengths, torch.zeros_like(lengths), align_index=None, restore_index=None, reverse_index=None)
+            return cls(lengths, torch.zeros_like(lengths), align_index=None, restore_index=None, reverse_rows=None)
 
         real = attention_mask.bool()
         lengths = real.sum(dim=1)
@@ -80,28 +82,30 @@ class SpanLayout:
                 f"but rows {holed_rows[:10]} have holes."
             )
 
-        align_index = restore_index = reverse_index = None
+        align_index = restore_index = reverse_rows = None
         if exporting or bool(starts.any()):
             # rotations that wrap around without `%`: the ONNX exporter cannot take a modulus by a symbolic length
             shifted, unshifted = positions + starts[:, None], positions - starts[:, None]
             align_index = torch.where(shifted < seq_len, shifted, shifted - seq_len)
             restore_index = torch.where(unshifted >= 0, unshifted, unshifted + seq_len)
         if exporting or bool((lengths < seq_len).any()):
-            reverse_index = cls._reverse_index(lengths, positions)
-        return cls(lengths, starts, align_index=align_index, restore_index=restore_index, reverse_index=reverse_index)
+            reverse_rows = cls._reverse_rows(lengths, positions)
+        return cls(lengths, starts, align_index=align_index, restore_index=restore_index, reverse_rows=reverse_rows)
 
     @classmethod
     def of_aligned_rows(cls, lengths: torch.Tensor, seq_len: int) -> "SpanLayout":
         """The layout of rows that are already aligned (each row's `lengths` real steps first)."""
         positions = torch.arange(seq_len, device=lengths.device)
-        reverse_index = cls._reverse_index(lengths, positions) if bool((lengths < seq_len).any()) else None
+        reverse_rows = cls._reverse_rows(lengths, positions) if bool((lengths < seq_len).any()) else None
         starts = torch.zeros_like(lengths)
-        return cls(lengths, starts, align_index=None, restore_index=None, reverse_index=reverse_index)
+        return cls(lengths, starts, align_index=None, restore_index=None, reverse_rows=reverse_rows)
 
     @staticmethod
-    def _reverse_index(lengths: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    def _reverse_rows(lengths: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         reversed_positions = lengths[:, None] - 1 - positions
-        return torch.where(reversed_positions >= 0, reversed_positions, positions)
+        source_steps = torch.where(reversed_positions >= 0, reversed_positions, positions)  # (batch, seq_len)
+        batch_size = lengths.numel()
+        return (source_steps * batch_size + torch.arange(batch_size, device=lengths.device)[:, None]).T
 
     def aligned_mask(self, seq_len: int) -> torch.Tensor:
         """(batch, seq_len, 1) bool mask of the real tokens in the aligned layout."""
@@ -140,14 +144,9 @@ class SpanLayout:
 
     def reverse_steps_first(self, aligned: torch.Tensor) -> torch.Tensor:
         """Reverse each row of aligned (seq_len, batch, width) within its length; padding stays where it is."""
-        if self.reverse_index is None:
+        if self.reverse_rows is None:
             return aligned.flip(0)
-        seq_len, batch_size, width = aligned.shape
-        source_rows = self.reverse_index * batch_size + self._batch_positions(batch_size)
-        return gather_rows(aligned, source_rows.T, aligned.shape)
-
-    def _batch_positions(self, batch_size: int) -> torch.Tensor:
-        return torch.arange(batch_size, device=self.lengths.device)[:, None]
+        return gather_rows(aligned, self.reverse_rows, aligned.shape)
 
 
 def is_exporting() -> bool:

@@ -60,14 +60,14 @@ def quantize_for_cpu(
     `pipeline("token-classification", model=quantized, tokenizer=...)`. Keep saving the fp32 model.
 
     `backend="onnxruntime"` (needs the `onnx` extra) exports the model with `export_onnx(quantize=True)` and returns
-    an `OnnxRuntimeModel` that runs it: ONNX Runtime's int8 LSTM is one fused kernel, 2.99× eager fp32 on the
+    an `OnnxRuntimeModel` that runs it: ONNX Runtime's int8 LSTM is one fused kernel, 2.94× eager fp32 on the
     WNUT-17 dev set with AVX-512 VNNI, 2.05× with AVX2 (README, Performance). `threads` sets its intra-op threads
     (default: ONNX Runtime's).
 
     `backend="torch"` uses dynamic quantization (`torch.ao.quantization.quantize_dynamic`), the one path in torch
     2.13 with int8 recurrent kernels (torchao's `quantize_` covers linear layers only), though deprecated in
-    favour of torchao. Its int8 LSTM runs the gate maths as separate small ops at every step: 1.48× eager fp32
-    (1.25× with AVX2), and on small models it gains nothing (2 × 128 hidden units: 0.96×); prefer
+    favour of torchao. Its int8 LSTM runs the gate maths as separate small ops at every step: 1.61× eager fp32
+    (1.25× with AVX2), and on small models it gains nothing (2 × 128 hidden units: 0.88–0.96×); prefer
     `backend="onnxruntime"` where the extra is installed. Plain RNN cells stay fp32. It keeps the torch module
     (`inputs_embeds`, hidden states).
 
