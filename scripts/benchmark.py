@@ -195,7 +195,7 @@ class RawBiLSTMTagger(nn.Module):
         super().__init__()
         config = birnn.config
         self.packed = packed
-        self.embeddings = copy.deepcopy(birnn.birnn.embeddings)
+        self.embeddings = copy.deepcopy(birnn.birnn.embeddings.word_embeddings)
         self.embedding_dropout = nn.Dropout(config.embedding_dropout)
         self.lstm = nn.LSTM(
             config.embedding_size,

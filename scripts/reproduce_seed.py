@@ -149,6 +149,15 @@ def mask_characters(
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+class LeakingBiRNNForCausalLM(BiRNNForCausalLM):
+    """A bidirectional next-token model, which `BiRNNForCausalLM` refuses: experiment (a) trains one on purpose to
+    show the failure the guard prevents."""
+
+    @staticmethod
+    def check_left_to_right(config: BiRNNConfig) -> None:
+        pass
+
+
 def build_model(experiment: str, vocab_size: int, args: SeedExperimentArguments) -> BiRNNPreTrainedModel:
     _, objective, bidirectional = EXPERIMENTS[experiment]
     config = BiRNNConfig(
@@ -167,7 +176,7 @@ def build_model(experiment: str, vocab_size: int, args: SeedExperimentArguments)
     if objective == "masked characters":
         model = BiRNNForMaskedLM(config)
     else:  # (a) builds the leaking model on purpose, to show what the guard in BiRNNForCausalLM prevents
-        model = BiRNNForCausalLM(config, allow_future_leak=bidirectional)
+        model = (LeakingBiRNNForCausalLM if bidirectional else BiRNNForCausalLM)(config)
     # d2l feeds one-hot vectors to the LSTM and reads its states with one `nn.Linear(512, 28)`. A fixed identity
     # embedding is the one-hot input; a fixed identity decoder leaves the head's projection as that linear layer.
     # (Trained, from the package's N(0, 0.02) init, the two small factors keep SGD at the unigram perplexity long.)

@@ -158,7 +158,7 @@ def test_unidirectional_config_uses_forward_states_only(tester):
 
 def test_masked_lm_decoder_is_tied_to_embeddings(tester):
     model = BiRNNForMaskedLM(tester.get_config())
-    assert model.lm_head.decoder.weight is model.birnn.embeddings.weight
+    assert model.lm_head.decoder.weight is model.birnn.embeddings.word_embeddings.weight
     assert isinstance(model.lm_head.projection, nn.Linear)  # output_size 56 != embedding_size 16
     same_width = BiRNNForMaskedLM(tester.get_config(hidden_size=8, backward_hidden_size=8))
     assert isinstance(same_width.lm_head.projection, nn.Identity)
@@ -330,6 +330,46 @@ def test_length_groups_give_the_gradients_of_one_padded_batch(monkeypatch):
         torch.testing.assert_close(grouped_gradient, gradient, atol=ATOL, rtol=0)
 
 
+@pytest.mark.parametrize("batch", sorted(ROW_LENGTHS))
+def test_hidden_states_are_the_live_activations_every_layer_reads(batch):
+    """Each of `hidden_states` is the tensor the next layer reads, so a gradient reaches every one of them."""
+    tester = BiRNNModelTester(num_hidden_layers=3)
+    model = BiRNNModel(tester.get_config(embedding_dropout=0.0, hidden_dropout=0.0)).train()
+    rows = [tester.random_ids(length) for length in ROW_LENGTHS[batch]]
+    input_ids, attention_mask = pad_batch(rows, "left", seq_len=12)
+    outputs = model(input_ids, attention_mask=attention_mask, output_hidden_states=True)
+    for states in outputs.hidden_states:
+        states.retain_grad()
+    outputs.last_hidden_state.sum().backward()
+    padding = attention_mask == 0
+    for layer_idx, states in enumerate(outputs.hidden_states):
+        assert states.grad is not None and states.grad[~padding].abs().sum() > 0, layer_idx
+        assert not states[padding].any(), layer_idx  # zeros at the padding, in batch order
+    assert outputs.hidden_states[-1] is outputs.last_hidden_state
+
+
+@pytest.mark.parametrize("model_class", [BiRNNForTokenClassification, BiRNNForSequenceClassification])
+def test_gradient_checkpointing_gives_the_same_gradients(model_class):
+    tester = BiRNNModelTester()
+    config, inputs = tester.prepare_config_and_inputs()
+    if model_class is BiRNNForSequenceClassification:
+        inputs["labels"] = torch.randint(0, tester.num_labels, (tester.batch_size,), generator=tester.generator)
+    model = model_class(config).train()
+
+    def gradients() -> dict[str, torch.Tensor]:
+        model.zero_grad()
+        torch.manual_seed(0)  # the same dropout masks in both runs
+        model(**inputs).loss.backward()
+        return {name: parameter.grad.clone() for name, parameter in model.named_parameters()}
+
+    plain = gradients()
+    model.activation_checkpointing_enable()
+    assert all(layer.gradient_checkpointing for layer in model.birnn.layers)
+    checkpointed = gradients()
+    for name, gradient in plain.items():
+        torch.testing.assert_close(checkpointed[name], gradient, atol=ATOL, rtol=0, msg=name)
+
+
 def test_padding_on_both_sides_is_handled(tester):
     model = BiRNNModel(tester.get_config()).eval()
     row = tester.random_ids(4)
@@ -488,8 +528,8 @@ def test_checkpoint_folder_contains_no_pickle(tmp_path, tester):
 def test_word_dropout_drops_whole_embeddings_in_training_only(tester):
     model = BiRNNModel(tester.get_config(word_dropout=0.5))
     embeddings = torch.ones(4, 50, tester.embedding_size)
-    dropped = model.word_dropout.train()(embeddings)
+    dropped = model.embeddings.word_dropout.train()(embeddings)
     kept_per_token = dropped.sum(-1)
     assert set(kept_per_token.unique().tolist()) == {0.0, float(tester.embedding_size)}
     assert 0.3 < (kept_per_token == 0).float().mean() < 0.7
-    assert torch.equal(model.word_dropout.eval()(embeddings), embeddings)
+    assert torch.equal(model.embeddings.word_dropout.eval()(embeddings), embeddings)

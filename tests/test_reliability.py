@@ -194,7 +194,7 @@ def save_tagger(folder: Path, padding_side: str = "right", add_special_tokens: b
     torch.manual_seed(0)
     model = BiRNNForTokenClassification(config)
     with torch.no_grad():
-        model.birnn.embeddings.weight.normal_(std=1.0)
+        model.birnn.embeddings.word_embeddings.weight.normal_(std=1.0)
         model.classifier.weight.normal_(std=1.0)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -310,30 +310,65 @@ def test_a_100k_token_input_runs_in_memory_linear_in_its_length():
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# Bad inputs: labels and ids that torch itself rejects with an error naming them
+# Bad inputs: labels and ids get our error, naming the argument and the allowed values, never torch's
 # --------------------------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    "model_class,inputs,error,message",
+    "model_class,inputs,message",
     [
-        (BiRNNForMaskedLM, {"labels": torch.zeros(2, 5, dtype=torch.long)}, ValueError, "`labels` must have shape"),
-        (BiRNNForSequenceClassification, {"labels": torch.zeros(3, dtype=torch.long)}, ValueError, "batch_size"),
-        (BiRNNForTokenClassification, {"labels": torch.full((2, 4), 7)}, IndexError, "Target 7 is out of bounds"),
-        (BiRNNForTokenClassification, {"labels": torch.zeros(2, 4)}, RuntimeError, "target dtype to be Long"),
-        (BiRNNForSequenceClassification, {"labels": torch.tensor([0, 9])}, IndexError, "Target 9 is out of bounds"),
+        (BiRNNForMaskedLM, {"labels": torch.zeros(2, 5, dtype=torch.long)}, "`labels` must have shape"),
+        (BiRNNForMaskedLM, {"labels": torch.full((2, 4), 99)}, r"ids in \[0, 17\), got \[99\]"),
+        (BiRNNForSequenceClassification, {"labels": torch.zeros(3, dtype=torch.long)}, r"shape \(2,\)"),
+        (BiRNNForTokenClassification, {"labels": torch.full((2, 4), 7)}, r"ids in \[0, 3\), got \[7\].*id2label"),
+        (BiRNNForTokenClassification, {"labels": torch.full((2, 4), -5)}, r"-100 \(no loss\) or ids.*\[-5\]"),
+        (BiRNNForTokenClassification, {"labels": torch.zeros(2, 4)}, "integer class ids, got dtype torch.float32"),
+        (BiRNNForSequenceClassification, {"labels": torch.tensor([0, 9])}, r"ids in \[0, 3\), got \[9\]"),
+        (BiRNNForSequenceClassification, {"labels": torch.tensor([0.0, 1.0])}, r"Multi-label.*\(2, num_labels=3\)"),
     ],
-    ids=["mlm_shape", "sequence_batch_size", "tag_out_of_range", "float_tags", "class_out_of_range"],
+    ids=[
+        "mlm_shape",
+        "mlm_out_of_range",
+        "sequence_batch_size",
+        "tag_out_of_range",
+        "tag_negative",
+        "float_tags",
+        "class_out_of_range",
+        "float_class_labels",
+    ],
 )
-def test_bad_labels_get_an_error_naming_them(model_class, inputs, error, message):
+def test_bad_labels_get_an_error_naming_them(model_class, inputs, message):
     model = model_class(tiny_config())
-    with pytest.raises(error, match=message):
+    with pytest.raises(ValueError, match=message):
         model(torch.ones(2, 4, dtype=torch.long), **inputs)
 
 
-def test_float_input_ids_get_an_error_naming_the_dtype():
-    with pytest.raises(RuntimeError, match="Long, Int"):
-        BiRNNModel(tiny_config())(torch.ones(2, 4))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bool])
+def test_input_ids_of_a_non_integer_dtype_get_a_type_error(dtype):
+    with pytest.raises(TypeError, match=f"integer token ids, got dtype {dtype}"):
+        BiRNNModel(tiny_config())(torch.ones(2, 4, dtype=dtype))
+
+
+def test_input_ids_of_a_narrow_integer_dtype_work_as_int64():
+    model = BiRNNModel(tiny_config()).eval()
+    ids = torch.randint(1, VOCAB_SIZE, (2, 4))
+    torch.testing.assert_close(model(ids.to(torch.int8)).last_hidden_state, model(ids).last_hidden_state)
+
+
+@pytest.mark.parametrize("bad_value", [0.5, 2, -1])
+def test_an_attention_mask_that_is_not_0_1_is_refused(bad_value):
+    mask = torch.ones(2, 4)
+    mask[1, 3] = bad_value
+    with pytest.raises(ValueError, match=r"only 0 \(padding\) and 1"):
+        BiRNNModel(tiny_config())(torch.ones(2, 4, dtype=torch.long), attention_mask=mask)
+
+
+@pytest.mark.parametrize("mask_dtype", [torch.bool, torch.float32, torch.long])
+def test_bool_and_float_masks_of_0_1_work(mask_dtype):
+    model = BiRNNModel(tiny_config()).eval()
+    ids, mask = torch.randint(1, VOCAB_SIZE, (2, 4)), torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]])
+    expected = model(ids, attention_mask=mask).last_hidden_state
+    torch.testing.assert_close(model(ids, attention_mask=mask.to(mask_dtype)).last_hidden_state, expected)
 
 
 # --------------------------------------------------------------------------------------------------------------------

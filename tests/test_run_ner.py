@@ -228,7 +228,8 @@ def test_pos_task_on_conllu_scores_word_accuracy_with_spelling_features(tmp_path
     assert "part-of-speech tagging" in card and f"{results['test_accuracy'] * 100:.2f}" in card
     assert "plus 8 character-CNN spelling features" in card
     model = AutoModelForTokenClassification.from_pretrained(output_dir)
-    assert model.birnn.token_spelling.token_spellings.any()  # read from the trained tokenizer, saved, reloaded
+    # read from the trained tokenizer, saved, reloaded
+    assert model.birnn.embeddings.token_spelling.token_spellings.any()
 
 
 def test_pos_demo_joins_word_pieces_under_the_first_pieces_tag():

@@ -48,7 +48,7 @@ def trained_tagger(config: BiRNNConfig, steps: int = 80) -> BiRNNForTokenClassif
     torch.manual_seed(0)
     model = BiRNNForTokenClassification(config)
     if config.character_filters > 0:  # made-up spellings: a byte string per token id
-        spellings = model.birnn.token_spelling.token_spellings
+        spellings = model.birnn.embeddings.token_spelling.token_spellings
         spellings.copy_(torch.randint(1, 257, spellings.shape))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
     for _ in range(steps):
@@ -254,9 +254,9 @@ def test_onnx_runtime_model_names_what_is_missing_or_wrong(tmp_path):
     with pytest.raises(OSError, match="no model.onnx"):
         OnnxRuntimeModel.from_pretrained(tmp_path)
     onnx_model = OnnxRuntimeModel.from_model(BiRNNForTokenClassification(tiny_config(cell_type="rnn")).eval())
-    with pytest.raises(ValueError, match="`input_ids` of shape"):
+    with pytest.raises(ValueError, match="`input_ids` must have shape"):
         onnx_model(input_ids=torch.ones(2, 3, 4, dtype=torch.long))
-    with pytest.raises(ValueError, match="`attention_mask` has shape"):
+    with pytest.raises(ValueError, match="`attention_mask` must have the inputs' shape"):
         onnx_model(input_ids=torch.ones(2, 3, dtype=torch.long), attention_mask=torch.ones(2, 4, dtype=torch.long))
     with pytest.raises(ValueError, match="holes"):
         onnx_model(input_ids=torch.ones(1, 3, dtype=torch.long), attention_mask=torch.tensor([[1, 0, 1]]))

@@ -47,7 +47,7 @@ def test_spell_marks_word_starts_and_continuations_and_cuts_to_length():
 
 def test_set_token_spellings_reads_every_token_and_leaves_special_tokens_empty(tokenizer):
     model = spelt_tagger(tokenizer)
-    table = model.birnn.token_spelling.token_spellings
+    table = model.birnn.embeddings.token_spelling.token_spellings
     for token_id, token in enumerate(tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))):
         if token_id in tokenizer.all_special_ids:
             assert not table[token_id].any()
@@ -64,14 +64,14 @@ def test_first_layer_reads_embedding_and_spelling_features(tokenizer):
     outputs = model.birnn(**encoded, output_hidden_states=True)
     assert outputs.hidden_states[0].shape[-1] == config.token_embedding_size
     ids = encoded["input_ids"]
-    expected_spelling = model.birnn.token_spelling(ids) * encoded["attention_mask"][..., None]
+    expected_spelling = model.birnn.embeddings.token_spelling(ids) * encoded["attention_mask"][..., None]
     torch.testing.assert_close(outputs.hidden_states[0][..., config.embedding_size :], expected_spelling)
 
 
 def test_tokens_spelt_alike_get_the_same_spelling_features(tokenizer):
     """The features depend on the token's text only: two ids given the same spelling are indistinguishable."""
     model = spelt_tagger(tokenizer).eval()
-    encoder = model.birnn.token_spelling
+    encoder = model.birnn.embeddings.token_spelling
     encoder.token_spellings[11] = encoder.token_spellings[10]
     features = encoder(torch.tensor([[10, 11, 12]]))
     torch.testing.assert_close(features[0, 0], features[0, 1])
@@ -107,7 +107,7 @@ def test_gradients_reach_the_character_cnn(tokenizer):
     model = spelt_tagger(tokenizer).train()
     encoded = tokenizer(TEXTS[:2], padding=True, return_tensors="pt")
     model(**encoded, labels=torch.ones_like(encoded["input_ids"])).loss.backward()
-    encoder = model.birnn.token_spelling
+    encoder = model.birnn.embeddings.token_spelling
     for parameter in (encoder.byte_embeddings.weight, encoder.convolution.weight, encoder.convolution.bias):
         assert parameter.grad is not None and parameter.grad.abs().sum() > 0
 
@@ -116,7 +116,8 @@ def test_spellings_are_saved_with_the_weights(tmp_path, tokenizer):
     model = spelt_tagger(tokenizer).eval()
     model.save_pretrained(tmp_path)
     loaded = BiRNNForTokenClassification.from_pretrained(tmp_path).eval()
-    assert torch.equal(loaded.birnn.token_spelling.token_spellings, model.birnn.token_spelling.token_spellings)
+    loaded_table = loaded.birnn.embeddings.token_spelling.token_spellings
+    assert torch.equal(loaded_table, model.birnn.embeddings.token_spelling.token_spellings)
     encoded = tokenizer(TEXTS[:2], padding=True, return_tensors="pt")
     torch.testing.assert_close(loaded(**encoded).logits, model(**encoded).logits)
 
@@ -124,7 +125,7 @@ def test_spellings_are_saved_with_the_weights(tmp_path, tokenizer):
 def test_fresh_model_fills_the_spellings_from_the_tokenizer(tokenizer):
     model = fresh_model(BiRNNModel, tokenizer, None, "character_filters=4,hidden_size=8,embedding_size=8")
     assert model.config.vocab_size == len(tokenizer)
-    assert model.token_spelling.token_spellings.any()
+    assert model.embeddings.token_spelling.token_spellings.any()
 
 
 def test_training_without_spellings_is_refused_with_the_fix(tokenizer):
@@ -147,8 +148,8 @@ def test_spelling_errors_name_the_problem(tokenizer):
 def test_embedding_initializer_range_sets_the_embedding_std_and_keeps_padding_zero():
     wide = BiRNNModel(BiRNNConfig(vocab_size=2000, embedding_size=64, embedding_initializer_range=1.0))
     default = BiRNNModel(BiRNNConfig(vocab_size=2000, embedding_size=64))
-    assert abs(wide.embeddings.weight[1:].std().item() - 1.0) < 0.02
-    assert abs(default.embeddings.weight[1:].std().item() - 0.02) < 0.001
-    assert not wide.embeddings.weight[0].any()
+    assert abs(wide.embeddings.word_embeddings.weight[1:].std().item() - 1.0) < 0.02
+    assert abs(default.embeddings.word_embeddings.weight[1:].std().item() - 0.02) < 0.001
+    assert not wide.embeddings.word_embeddings.weight[0].any()
     with pytest.raises(ValueError, match="`embedding_initializer_range` must be a positive standard deviation"):
         BiRNNConfig(embedding_initializer_range=0.0)

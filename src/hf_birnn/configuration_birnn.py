@@ -34,6 +34,14 @@ class BiRNNConfig(PreTrainedConfig):
         character_kernel_size (`int`, defaults to 3): width of the character-CNN filters, in bytes.
         max_token_characters (`int`, defaults to 16): bytes of each token's text that the CNN reads (a leading
             marker says whether the token starts a word or continues one).
+        num_word_vectors (`int`, defaults to 0): rows of the pretrained word-vector table (GloVe, fastText,
+            word2vec; width `embedding_size`) added to the learned embeddings; 0 turns them off. The vectors and the
+            row of each token id are filled once (`model.set_word_vectors(...)`, done by `hf_birnn.word_vectors`) and
+            saved with the weights.
+        learned_vocab_size (`int`, *optional*): how many token ids, the first ones, have a learned embedding row;
+            defaults to `vocab_size`. With word vectors the other ids are words known from the vectors alone.
+        freeze_word_vectors (`bool`, defaults to `True`): keep the pretrained vectors fixed in training (the learned
+            rows of the training words still correct them); `False` fine-tunes the whole table.
         embedding_dropout (`float`, defaults to 0.1): dropout on the embeddings.
         word_dropout (`float`, defaults to 0.0): probability of dropping a token's whole embedding in training, so the
             model learns to tag from context (as Lample et al. 2016 do for unknown words).
@@ -72,6 +80,9 @@ class BiRNNConfig(PreTrainedConfig):
     character_embedding_size: int = 32
     character_kernel_size: int = 3
     max_token_characters: int = 16
+    num_word_vectors: int = 0
+    learned_vocab_size: int | None = None
+    freeze_word_vectors: bool = True
     embedding_dropout: float | int = 0.1
     word_dropout: float | int = 0.0
     hidden_dropout: float | int = 0.1
@@ -98,6 +109,8 @@ class BiRNNConfig(PreTrainedConfig):
     def __post_init__(self, **kwargs):
         if self.backward_hidden_size is None:
             self.backward_hidden_size = self.hidden_size
+        if self.learned_vocab_size is None:
+            self.learned_vocab_size = self.vocab_size
         self._check_fields()
         super().__post_init__(**kwargs)
 
@@ -109,14 +122,33 @@ class BiRNNConfig(PreTrainedConfig):
             raise ValueError(f"`nonlinearity` must be one of {NONLINEARITIES}, got {self.nonlinearity!r}.")
         if self.crf_constraints not in CRF_CONSTRAINTS:
             raise ValueError(f"`crf_constraints` must be one of {CRF_CONSTRAINTS}, got {self.crf_constraints!r}.")
-        positive_sizes = ("vocab_size", "embedding_size", "hidden_size", "backward_hidden_size", "num_hidden_layers")
+        positive_sizes = (
+            "vocab_size",
+            "learned_vocab_size",
+            "embedding_size",
+            "hidden_size",
+            "backward_hidden_size",
+            "num_hidden_layers",
+        )
         spelling_sizes = ("character_embedding_size", "character_kernel_size", "max_token_characters")
         for name in positive_sizes + spelling_sizes:
             value = getattr(self, name)
             if value < 1:
                 raise ValueError(f"`{name}` must be a positive integer, got {value}.")
-        if self.character_filters < 0:
-            raise ValueError(f"`character_filters` must be 0 (off) or a positive count, got {self.character_filters}.")
+        for name in ("character_filters", "num_word_vectors"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"`{name}` must be 0 (off) or a positive count, got {getattr(self, name)}.")
+        if self.learned_vocab_size > self.vocab_size:
+            raise ValueError(
+                f"`learned_vocab_size` ({self.learned_vocab_size}) cannot exceed `vocab_size` ({self.vocab_size})."
+            )
+        if self.learned_vocab_size < self.vocab_size and (
+            self.pad_token_id is None or self.pad_token_id >= self.learned_vocab_size
+        ):
+            raise ValueError(
+                "Token ids without a learned embedding row read the padding row: `pad_token_id` must be one of the "
+                f"first `learned_vocab_size` ({self.learned_vocab_size}) ids, got {self.pad_token_id}."
+            )
         for name in ("embedding_dropout", "word_dropout", "hidden_dropout", "classifier_dropout"):
             value = getattr(self, name)
             if not 0 <= value < 1:

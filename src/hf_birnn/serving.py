@@ -20,36 +20,23 @@ from typing import Literal
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers.modeling_outputs import (
-    BaseModelOutputWithPooling,
-    MaskedLMOutput,
-    SequenceClassifierOutput,
-    TokenClassifierOutput,
-)
 from transformers.utils import ModelOutput
 
+from . import modeling_birnn
 from .configuration_birnn import BiRNNConfig
 from .modeling_birnn import (
-    BiRNNModel,
     BiRNNPreTrainedModel,
     LinearChainCRF,
-    SpanLayout,
+    PaddingExactRunner,
+    check_model_inputs,
     crf_from_config,
-    in_batch_order,
-    length_groups,
+    crf_logits,
 )
 
 # the recurrent cells take ~90% of a CPU forward, so int8 has to reach them; plain RNN cells have no int8 kernel
 QUANTIZED_MODULES = {nn.LSTM, nn.GRU, nn.Linear}
 # ONNX Runtime quantizes these op types by weight; it has an int8 kernel for LSTM but not for GRU or RNN
 ONNX_QUANTIZED_OPS = ["LSTM", "MatMul", "Gemm"]
-# what each architecture's graph returns, as the eager model returns it
-OUTPUT_CLASSES: dict[str, type[ModelOutput]] = {
-    "BiRNNModel": BaseModelOutputWithPooling,
-    "BiRNNForTokenClassification": TokenClassifierOutput,
-    "BiRNNForSequenceClassification": SequenceClassifierOutput,
-    "BiRNNForMaskedLM": MaskedLMOutput,
-}
 ONNX_FILE, CRF_FILE = "model.onnx", "crf.safetensors"
 
 
@@ -98,13 +85,7 @@ class _OnnxGraph(nn.Module):
         self.model = model
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        if _crf_head(self.model) is not None:
-            states = self.model.birnn(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-            return (self.model.classifier(states),)  # the head's dropout is the identity in eval
-        outputs = self.model(input_ids=input_ids, attention_mask=attention_mask, return_dict=True)
-        if isinstance(outputs, BaseModelOutputWithPooling):
-            return outputs.last_hidden_state, outputs.pooler_output
-        return (outputs.logits,)
+        return tuple(self.model.export_outputs(input_ids, attention_mask).values())
 
 
 def export_onnx(model: BiRNNPreTrainedModel, path: str | Path, quantize: bool = False) -> Path:
@@ -186,9 +167,19 @@ def _crf_head(model: BiRNNPreTrainedModel) -> LinearChainCRF | None:
 
 
 def _graph_output_names(model: BiRNNPreTrainedModel) -> list[str]:
-    if isinstance(model, BiRNNModel):
-        return ["last_hidden_state", "pooler_output"]
-    return ["emissions"] if _crf_head(model) is not None else ["logits"]
+    example = torch.tensor([[5, 6]])
+    with torch.no_grad():
+        return list(model.export_outputs(example, torch.ones_like(example)).keys())
+
+
+def model_classes() -> dict[str, type[BiRNNPreTrainedModel]]:
+    """The architectures an exported graph can stand in for: every model class of `modeling_birnn`."""
+    classes = (getattr(modeling_birnn, name) for name in modeling_birnn.__all__)
+    return {
+        cls.__name__: cls
+        for cls in classes
+        if isinstance(cls, type) and issubclass(cls, BiRNNPreTrainedModel) and hasattr(cls, "output_class")
+    }
 
 
 def _clear_rnn_dispatch_caches() -> None:
@@ -237,8 +228,8 @@ class OnnxRuntimeModel(nn.Module):
     ):
         super().__init__()
         onnxruntime = _import_onnxruntime()
-        if architecture not in OUTPUT_CLASSES:
-            raise ValueError(f"OnnxRuntimeModel runs {sorted(OUTPUT_CLASSES)}, not {architecture!r}.")
+        if architecture not in model_classes():
+            raise ValueError(f"OnnxRuntimeModel runs {sorted(model_classes())}, not {architecture!r}.")
         options = onnxruntime.SessionOptions()
         if threads is not None:
             options.intra_op_num_threads = threads
@@ -305,28 +296,22 @@ class OnnxRuntimeModel(nn.Module):
         return_dict: bool | None = None,
         **kwargs,
     ) -> tuple | ModelOutput:
-        """Runs the graph on `input_ids` and `attention_mask`; other tokenizer outputs (`token_type_ids`) are
-        ignored, as the eager model ignores them."""
-        if input_ids is None or input_ids.dim() != 2:
+        """Runs the graph on `input_ids` and `attention_mask`, checked as the eager model checks them; other
+        tokenizer outputs (`token_type_ids`) are ignored, as the eager model ignores them."""
+        if input_ids is None:
             raise ValueError("OnnxRuntimeModel takes `input_ids` of shape (batch, sequence) (no `inputs_embeds`).")
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        if attention_mask.shape != input_ids.shape:
-            raise ValueError(
-                f"`attention_mask` has shape {tuple(attention_mask.shape)}, `input_ids` {tuple(input_ids.shape)}."
-            )
-        input_ids, attention_mask = input_ids.detach().cpu().long(), attention_mask.detach().cpu().long()
-        # the graph leaves out the eager model's check that each row's real tokens are one span
-        layout = SpanLayout.from_attention_mask(attention_mask, *input_ids.shape, device=input_ids.device)
-        groups = length_groups(layout.lengths)
-        if groups is None:
-            outputs = self._run_graph(input_ids, attention_mask)
+        check_model_inputs(self.config, input_ids, None, attention_mask)
+        input_ids = input_ids.detach().cpu().long()
+        attention_mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask.detach().cpu().long()
+        runner = PaddingExactRunner(attention_mask, *input_ids.shape, device=input_ids.device)
+        if input_ids.numel() == 0:  # ONNX Runtime aborts the process on an empty batch; the eager model does not
+            outputs = self._empty_outputs(*input_ids.shape)
         else:
-            outputs = self._run_graph_in_length_groups(input_ids, attention_mask, layout, groups)
+            outputs = runner.run_in_groups(self._run_graph, input_ids, attention_mask)
         if self.crf is not None:
             with torch.no_grad():
-                outputs = {"logits": self.crf.max_marginals_in_place(outputs.pop("emissions"), layout)}
-        output = OUTPUT_CLASSES[self.architecture](**outputs)
+                outputs = {"logits": crf_logits(self.crf, outputs.pop("emissions"), attention_mask)}
+        output = model_classes()[self.architecture].output_class(**outputs)
         return output.to_tuple() if return_dict is False else output
 
     def _run_graph(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -334,27 +319,11 @@ class OnnxRuntimeModel(nn.Module):
         arrays = self.session.run(None, feed)
         return {name: torch.from_numpy(array) for name, array in zip(self.output_names, arrays, strict=True)}
 
-    def _run_graph_in_length_groups(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, layout: SpanLayout, groups: list[torch.Tensor]
-    ) -> dict[str, torch.Tensor]:
-        """The graph on groups of rows of similar length (`length_groups`, as the eager model runs them), each cut
-        to the steps its rows' spans cover. Per-token outputs are 0 at the steps a group's cut leaves out."""
-        starts, ends = layout.starts, layout.starts + layout.lengths
-        seq_len = input_ids.size(1)
-        grouped_outputs = []
-        for rows in groups:
-            begin = int(starts[rows].min())
-            end = max(int(ends[rows].max()), begin + 1)
-            outputs = self._run_graph(input_ids[rows, begin:end], attention_mask[rows, begin:end])
-            grouped_outputs.append(
-                {
-                    name: nn.functional.pad(output, (0, 0, begin, seq_len - end)) if output.dim() == 3 else output
-                    for name, output in outputs.items()
-                }
-            )
-        return {
-            name: in_batch_order([outputs[name] for outputs in grouped_outputs], groups) for name in self.output_names
-        }
+    def _empty_outputs(self, batch_size: int, seq_len: int) -> dict[str, torch.Tensor]:
+        """The graph's outputs for a batch with no tokens, shaped as the graph would shape them: zeros."""
+        shapes = {output.name: output.shape for output in self.session.get_outputs()}
+        leading = {2: (batch_size,), 3: (batch_size, seq_len)}
+        return {name: torch.zeros(*leading[len(shapes[name])], shapes[name][-1]) for name in self.output_names}
 
 
 def _import_onnxruntime():
