@@ -40,6 +40,8 @@ class BiRNNConfig(PreTrainedConfig):
             saved with the weights.
         learned_vocab_size (`int`, *optional*): how many token ids, the first ones, have a learned embedding row;
             defaults to `vocab_size`. With word vectors the other ids are words known from the vectors alone.
+        word_vectors_name (`str`, *optional*): where the word vectors came from (a package name or a file name), for
+            the model card.
         freeze_word_vectors (`bool`, defaults to `True`): keep the pretrained vectors fixed in training (the learned
             rows of the training words still correct them); `False` fine-tunes the whole table.
         embedding_dropout (`float`, defaults to 0.1): dropout on the embeddings.
@@ -83,6 +85,7 @@ class BiRNNConfig(PreTrainedConfig):
     num_word_vectors: int = 0
     learned_vocab_size: int | None = None
     freeze_word_vectors: bool = True
+    word_vectors_name: str | None = None
     embedding_dropout: float | int = 0.1
     word_dropout: float | int = 0.0
     hidden_dropout: float | int = 0.1

@@ -29,10 +29,17 @@ def architecture_summary(config: BiRNNConfig, num_parameters: int) -> str:
     spelling = (
         f" plus {config.character_filters} character-CNN spelling features" if config.character_filters > 0 else ""
     )
+    vectors = ""
+    if config.num_word_vectors > 0:
+        state = "frozen" if config.freeze_word_vectors else "fine-tuned"
+        vectors = (
+            f" (pretrained word vectors {config.word_vectors_name or ''}, {config.num_word_vectors:,} words, {state}; "
+            f"{config.learned_vocab_size:,} token ids with a learned row)"
+        )
     return (
         f"{config.num_hidden_layers}-layer {'bidirectional ' if config.bidirectional else ''}"
-        f"{config.cell_type.upper()} ({directions}), embeddings of {config.embedding_size}{spelling} "
-        f"over a vocabulary of {config.vocab_size}; {num_parameters:,} parameters"
+        f"{config.cell_type.upper()} ({directions}), embeddings of {config.embedding_size}{vectors}{spelling} "
+        f"over a vocabulary of {config.vocab_size:,}; {num_parameters:,} parameters"
     )
 
 
