@@ -393,6 +393,8 @@ class SpanLayout:
             return cls(lengths, torch.zeros_like(lengths), align_index=None, restore_index=None, reversal_rows=None)
         real = attention_mask.bool()
         lengths = real.sum(dim=1)
+        if seq_len == 0:  # argmax needs a step to look at
+            return cls(lengths, torch.zeros_like(lengths), align_index=None, restore_index=None, reversal_rows=None)
         starts = torch.where(lengths > 0, real.int().argmax(dim=1), torch.zeros_like(lengths))
         positions = torch.arange(seq_len, device=device)
         exporting = is_exporting()
@@ -776,6 +778,13 @@ class BiRNNPreTrainedModel(PreTrainedModel):
             elif name.startswith("bias"):
                 init.zeros_(parameter)
 
+    def token_loss(self, logits: torch.Tensor, labels: torch.Tensor, **loss_kwargs) -> torch.Tensor:
+        """transformers' token loss (`self.loss_function`), 0 for a batch without a labelled token, whose mean is 0/0
+        (a row of padding only, a masked-LM batch where no token was picked): the CRF head gives 0 there too."""
+        if not bool((labels != IGNORE_INDEX).any()):
+            return logits.sum() * 0.0
+        return self.loss_function(logits, labels, **loss_kwargs)
+
     def export_outputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
         """The named tensors an exported graph returns (`hf_birnn.serving.export_onnx`), which
         `OnnxRuntimeModel` turns back into this class's `output_class`."""
@@ -977,7 +986,7 @@ class BiRNNForTokenClassification(BiRNNPreTrainedModel):
         if labels is not None:
             check_class_labels(labels, tuple(logits.shape[:2]), self.num_labels, label_map_hint(self.config))
         if self.crf is None:
-            loss = self.loss_function(logits, labels, self.config, **kwargs) if labels is not None else None
+            loss = self.token_loss(logits, labels, config=self.config, **kwargs) if labels is not None else None
         else:
             loss, logits = self.crf_loss_and_logits(logits, attention_mask, labels, kwargs.get("num_items_in_batch"))
         return TokenClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
@@ -1062,7 +1071,7 @@ class BiRNNForMaskedLM(BiRNNPreTrainedModel):
         loss = None
         if labels is not None:
             check_class_labels(labels, tuple(logits.shape[:2]), self.config.vocab_size, "a tokenizer mismatch?")
-            loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size, **kwargs)
+            loss = self.token_loss(logits, labels, vocab_size=self.config.vocab_size, **kwargs)
         return self.output_class(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
 
 
