@@ -3,7 +3,10 @@
 
 Uploads the safetensors weights, config (with `auto_map`), the code files it names, tokenizer files, the model card
 `README.md`, metrics (`*results.json`) and plots, as one commit; never checkpoints, optimizer states or
-`training_args.bin`. The token comes from `HF_TOKEN` or `hf auth login`, the Hub from `HF_ENDPOINT`.
+`training_args.bin`. The repo's earlier files of those kinds that the folder lacks (the shards of an earlier
+sharded save, say) are deleted in the same commit. A folder whose weights would not load as its config describes
+is refused before anything is sent, `--dry_run` included. The token comes from `HF_TOKEN` or `hf auth login`, the
+Hub from `HF_ENDPOINT`.
 
     python scripts/push_to_hub.py outputs/wnut17-birnn my-name/wnut17-birnn --dry_run
     python scripts/push_to_hub.py outputs/wnut17-birnn my-name/wnut17-birnn --private --revision v1
@@ -24,15 +27,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--revision", default=None, help="Branch to commit to, created from main if missing.")
     parser.add_argument("--commit_message", default="Upload BiRNN model", help="Summary of the commit.")
     parser.add_argument("--token", default=None, help="Access token (default: HF_TOKEN or the saved login).")
-    parser.add_argument("--dry_run", action="store_true", help="List the files that would go up; upload nothing.")
+    parser.add_argument(
+        "--dry_run", action="store_true", help="Check that the folder loads and list the files that would go up."
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    files = files_to_upload(args.folder)
     if args.dry_run:
-        print(f"Dry run: would upload {len(files)} files from {args.folder} to {args.repo_id}")
+        files = files_to_upload(args.folder)  # the checks that a push makes first: nothing is sent
+        print(
+            f"Dry run: {args.folder} loads; would upload {len(files)} files to {args.repo_id} and delete the repo's "
+            "other files of these kinds"
+        )
         for file in files:
             print(f"  {file.name}  ({file.size:,} bytes)")
         return 0

@@ -1,6 +1,7 @@
 """Publishing to the Hub and loading by repo id, against the in-memory Hub of `hub_server.py` on 127.0.0.1: the
-Trainer's pushes of a tiny `run_ner.py --push_to_hub` run, `scripts/push_to_hub.py`, and loading the pushed repo
-through the Auto classes and `pipeline` with and without `hf_birnn` installed.
+Trainer's pushes of a tiny `run_ner.py --push_to_hub` run, `scripts/push_to_hub.py` (a push replacing an earlier
+weight layout, folders that would not load refused), and loading the pushed repo through the Auto classes and
+`pipeline` with and without `hf_birnn` installed.
 
 Code that reads `HF_ENDPOINT` runs in subprocesses with the variable set (huggingface_hub reads it once, at import,
 and transformers keeps one `HfApi` made then). The push script and the checks run in this process, with the
@@ -276,6 +277,141 @@ def test_private_push_to_a_new_branch(trainer_run, hub_client):
     assert set(repo.resolve("main").files) == {".gitattributes"}
     with pytest.raises(RepositoryNotFoundError):
         HfApi(token=False).model_info(f"{USER}/private-tagger")
+
+
+# ---- replacing the repo's model ----
+
+
+def tiny_tagger(seed: int) -> BiRNNForTokenClassification:
+    torch.manual_seed(seed)
+    config = BiRNNConfig(vocab_size=100, embedding_size=8, hidden_size=8, num_hidden_layers=1, num_labels=3)
+    return BiRNNForTokenClassification(config)
+
+
+def saved(model: BiRNNForTokenClassification, folder: Path, sharded: bool) -> Path:
+    """`save_pretrained` as one file or, with shards far smaller than the tiny model, as several."""
+    model.save_pretrained(folder, max_shard_size="2KB" if sharded else "50GB")
+    return folder
+
+
+def weight_names(names) -> set[str]:
+    return {name for name in names if "/" not in name and name.startswith("model") and "safetensors" in name}
+
+
+@pytest.mark.parametrize("first_sharded", [False, True], ids=["single-then-sharded", "sharded-then-single"])
+def test_a_push_replaces_the_weight_layout_of_the_previous_one(first_sharded, hub_client, tmp_path):
+    """A loader prefers `model.safetensors` to an index, so a single file left beside new shards would load the
+    old model; shards and an index left beside a new single file would be wrong the other way round."""
+    repo_id, api = f"{USER}/relayout-{'sharded' if first_sharded else 'single'}-first", HfApi()
+    first = saved(tiny_tagger(0), tmp_path / "first", sharded=first_sharded)
+    assert push_to_hub.main([str(first), repo_id]) == 0
+    for name in ("last-checkpoint/model.safetensors", "notes.txt"):  # not the model's: kept
+        api.upload_file(path_or_fileobj=b"x", path_in_repo=name, repo_id=repo_id)
+    head = api.model_info(repo_id).sha
+    second_model = tiny_tagger(1)
+    second = saved(second_model, tmp_path / "second", sharded=not first_sharded)
+    assert push_to_hub.main([str(second), repo_id, "--commit_message", "Second model"]) == 0
+
+    repo = hub_client.repo(repo_id)
+    assert repo.resolve("main").title == "Second model"
+    assert repo.resolve("main").parent == head  # deletions and additions in one commit
+    on_hub = set(api.list_repo_files(repo_id))
+    assert weight_names(on_hub) == weight_names(path.name for path in second.iterdir())
+    if first_sharded:
+        assert weight_names(on_hub) == {"model.safetensors"}
+    else:
+        assert "model.safetensors" not in on_hub and len(weight_names(on_hub)) >= 3  # 2+ shards and the index
+    assert {"last-checkpoint/model.safetensors", "notes.txt", ".gitattributes"} <= on_hub
+
+    loaded = BiRNNForTokenClassification.from_pretrained(repo_id).state_dict()
+    expected = second_model.state_dict()
+    assert loaded.keys() == expected.keys()
+    for key, value in expected.items():
+        assert torch.equal(loaded[key], value), key
+
+    head = api.model_info(repo_id).sha
+    assert push_to_hub.main([str(second), repo_id]) == 0
+    assert api.model_info(repo_id).sha == head  # nothing changed: no commit, nothing deleted
+
+
+# ---- refusing a folder that would not load ----
+
+
+def truncated_file(folder: Path) -> None:
+    saved(tiny_tagger(2), folder, sharded=False)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-10])
+
+
+def missing_shard(folder: Path) -> None:
+    saved(tiny_tagger(2), folder, sharded=True)
+    (folder / "model-00002-of-00005.safetensors").unlink()
+
+
+def index_beside_a_later_single_file(folder: Path) -> None:
+    saved(tiny_tagger(2), folder, sharded=True)
+    saved(tiny_tagger(3), folder, sharded=False)  # removes the shards, keeps the index
+
+
+def single_file_beside_later_shards(folder: Path) -> None:
+    saved(tiny_tagger(2), folder, sharded=False)
+    saved(tiny_tagger(3), folder, sharded=True)  # keeps model.safetensors, which a loader would read
+
+
+def more_labels_in_config(folder: Path) -> None:
+    saved(tiny_tagger(2), folder, sharded=False)
+    config = json.loads((folder / "config.json").read_text())
+    config["id2label"] = {str(i): f"TAG{i}" for i in range(5)}
+    config["label2id"] = {f"TAG{i}": i for i in range(5)}
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+def more_layers_in_config(folder: Path) -> None:
+    saved(tiny_tagger(2), folder, sharded=False)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 2}))
+
+
+BROKEN_FOLDERS = {
+    "truncated": (truncated_file, "model.safetensors is not a readable safetensors file"),
+    "missing-shard": (missing_shard, "names weight files that are missing: ['model-00002-of-00005.safetensors']"),
+    "stale-index": (index_beside_a_later_single_file, "holds both model.safetensors and a model.safetensors.index"),
+    "stale-single-file": (single_file_beside_later_shards, "holds both model.safetensors and a model.safetensors"),
+    "label-mismatch": (
+        more_labels_in_config,
+        "config.json and the weights disagree: classifier.bias is [5] for config.json but [3] in model.safetensors; "
+        "classifier.weight is [5, 16] for config.json but [3, 16] in model.safetensors",
+    ),
+    "layer-missing": (more_layers_in_config, "lacks weights that its config calls for: ['birnn.layers.1."),
+}
+
+
+@pytest.fixture(scope="module")
+def published_tagger(hub_client, tmp_path_factory) -> str:
+    """A repo holding a good tiny tagger, which refused pushes must leave as it is."""
+    folder = saved(tiny_tagger(1), tmp_path_factory.mktemp("published"), sharded=False)
+    assert push_to_hub.main([str(folder), f"{USER}/published-tagger"]) == 0
+    return f"{USER}/published-tagger"
+
+
+@pytest.mark.parametrize("dry_run", [False, True], ids=["push", "dry-run"])
+@pytest.mark.parametrize("broken", list(BROKEN_FOLDERS))
+def test_a_folder_that_would_not_load_is_refused_before_anything_is_sent(
+    broken, dry_run, published_tagger, hub_client, tmp_path
+):
+    """A repo that does not load, or loads other weights than the folder's, is worse than no push: the check runs
+    on the folder, before the repo is created or looked up."""
+    make_broken, message = BROKEN_FOLDERS[broken]
+    folder = tmp_path / "run"
+    make_broken(folder)
+    head, requests_before = hub_client.repo(published_tagger).branches["main"], len(hub_client.requests)
+    for repo_id in (published_tagger, f"{USER}/never-created"):
+        with pytest.raises((ValueError, OSError)) as refusal:
+            push_to_hub.main([str(folder), repo_id, *(["--dry_run"] if dry_run else [])])
+        assert message in str(refusal.value) and str(folder) in str(refusal.value)
+    assert len(hub_client.requests) == requests_before
+    assert hub_client.repo(published_tagger).branches["main"] == head
+    assert ("model", f"{USER}/never-created") not in hub_client.repos
 
 
 # ---- loading by repo id ----
