@@ -21,8 +21,6 @@ import numpy as np
 import transformers
 from huggingface_hub import ModelCardData
 from transformers import (
-    AutoModelForSequenceClassification,
-    AutoTokenizer,
     DataCollatorWithPadding,
     HfArgumentParser,
     PreTrainedTokenizerBase,
@@ -49,12 +47,16 @@ from hf_birnn.model_card import (
     training_summary,
     write_model_card,
 )
-from hf_birnn.tokenization import train_wordpiece_tokenizer
 from hf_birnn.training import (
     RNN_TRAINING_DEFAULTS,
     BiRNNTrainer,
-    fresh_model,
+    TaskModelArguments,
+    WordVectorArguments,
+    build_task_model,
+    finish_run,
+    load_or_train_tokenizer,
     plot_training_curves,
+    prepare_run,
     training_arguments_with_defaults,
 )
 
@@ -85,32 +87,26 @@ ClassificationTrainingArguments = training_arguments_with_defaults(
 )
 
 
+# The recipe tuned on Banking77's validation split; with word vectors the embeddings are the vectors' width
+SCRATCH_RECIPE = (
+    "embedding_size=128,hidden_size=384,num_hidden_layers=1,cell_type=gru,embedding_dropout=0.5,word_dropout=0.2,"
+    "hidden_dropout=0.5,classifier_dropout=0.5"
+)
+VECTORS_RECIPE = SCRATCH_RECIPE.replace("embedding_size=128,", "")
+
+
 @dataclass
-class ModelArguments:
-    model_name_or_path: str | None = field(
+class ModelArguments(TaskModelArguments):
+    config_overrides: str | None = field(
         default=None,
         metadata={
-            "help": "A saved BiRNN folder to start from (e.g. a masked-LM checkpoint: its encoder weights carry over, "
-            "the classification head is new). Without it a fresh model is built."
+            "help": "Comma-separated `field=value` BiRNNConfig settings for a fresh model. Default with word vectors: "
+            f"{VECTORS_RECIPE}; without: {SCRATCH_RECIPE}."
         },
     )
-    config_name: str | None = field(default=None, metadata={"help": "Config file or folder for a fresh model."})
-    config_overrides: str | None = field(
-        default="embedding_size=128,hidden_size=384,num_hidden_layers=1,cell_type=gru,embedding_dropout=0.5,"
-        "word_dropout=0.2,hidden_dropout=0.5,classifier_dropout=0.5",
-        metadata={"help": "Comma-separated `field=value` BiRNNConfig settings for a fresh model."},
-    )
-    tokenizer_name: str | None = field(
-        default=None, metadata={"help": "A saved fast tokenizer; by default one is trained on the training text."}
-    )
-    tokenizer_vocab_size: int = field(default=8000, metadata={"help": "Vocabulary size of a trained tokenizer."})
     lowercase: bool = field(
         default=True,
         metadata={"help": "Lower-case the text in a trained tokenizer (case says little about a sentence's class)."},
-    )
-    ignore_mismatched_sizes: bool = field(
-        default=False,
-        metadata={"help": "Start from a classifier with another label set (its head is re-initialised)."},
     )
 
 
@@ -199,45 +195,6 @@ def load_raw_splits(data_args: DataTrainingArguments) -> datasets.DatasetDict:
     return raw
 
 
-def load_or_train_tokenizer(
-    model_args: ModelArguments, raw: datasets.DatasetDict, resume_from_checkpoint: str | None
-) -> PreTrainedTokenizerBase:
-    """The given tokenizer; else the one saved with the checkpoint to resume or the starting model (its ids must
-    match the embeddings); else a WordPiece tokenizer trained on the training texts (never on validation or test)."""
-    source = model_args.tokenizer_name or resume_from_checkpoint or model_args.model_name_or_path
-    if source is not None:
-        return AutoTokenizer.from_pretrained(source)
-    if "train" not in raw:
-        raise ValueError("Without --tokenizer_name or --model_name_or_path, a --train_file is needed to train one.")
-    logger.info("Training a WordPiece tokenizer (%d entries) on the training text", model_args.tokenizer_vocab_size)
-    return train_wordpiece_tokenizer(
-        raw["train"]["text"], vocab_size=model_args.tokenizer_vocab_size, lowercase=model_args.lowercase
-    )
-
-
-def build_model(
-    model_args: ModelArguments, tokenizer: PreTrainedTokenizerBase, label_list: list[str]
-) -> BiRNNForSequenceClassification:
-    id2label = dict(enumerate(label_list))
-    label2id = {label: i for i, label in id2label.items()}
-    if model_args.model_name_or_path is not None:
-        return AutoModelForSequenceClassification.from_pretrained(
-            model_args.model_name_or_path,
-            num_labels=len(label_list),
-            id2label=id2label,
-            label2id=label2id,
-            ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
-        )
-    return fresh_model(
-        BiRNNForSequenceClassification,
-        tokenizer,
-        model_args.config_name,
-        model_args.config_overrides,
-        id2label=id2label,
-        label2id=label2id,
-    )
-
-
 def tokenize(
     raw: datasets.DatasetDict, tokenizer: PreTrainedTokenizerBase, max_seq_length: int | None
 ) -> datasets.DatasetDict:
@@ -250,20 +207,39 @@ def tokenize(
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, ClassificationTrainingArguments))
+    dataclass_types = (ModelArguments, WordVectorArguments, DataTrainingArguments, ClassificationTrainingArguments)
+    parser = HfArgumentParser(dataclass_types)
     if argv is None and len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
-        model_args, data_args, training_args = parser.parse_json_file(json_file=Path(sys.argv[1]).resolve())
+        model_args, vector_args, data_args, training_args = parser.parse_json_file(
+            json_file=Path(sys.argv[1]).resolve()
+        )
     else:
-        model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+        model_args, vector_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
 
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
     transformers.utils.logging.set_verbosity_warning()
     set_seed(training_args.seed)
 
+    resume = prepare_run(training_args)
     raw = load_raw_splits(data_args)
     label_list = next(iter(raw.values())).features["label"].names
-    tokenizer = load_or_train_tokenizer(model_args, raw, training_args.resume_from_checkpoint)
-    model = build_model(model_args, tokenizer, label_list)
+    builds_fresh_model = model_args.model_name_or_path is None and resume is None
+    word_vectors = vector_args.load() if builds_fresh_model and model_args.tokenizer_name is None else None
+    training_texts = raw["train"]["text"] if "train" in raw else None
+    tokenizer, learned_vocab_size = load_or_train_tokenizer(
+        model_args, vector_args, training_texts, resume, word_vectors, lowercase=model_args.lowercase
+    )
+    model = build_task_model(
+        BiRNNForSequenceClassification,
+        model_args,
+        vector_args,
+        tokenizer,
+        label_list,
+        word_vectors,
+        learned_vocab_size,
+        resume,
+        recipes=(VECTORS_RECIPE, SCRATCH_RECIPE),
+    )
     logger.info("%s, %s parameters, %d labels", type(model).__name__, f"{model.num_parameters():,}", len(label_list))
     logger.info("Rows per split: %s", {split: len(rows) for split, rows in raw.items()})
 
@@ -281,8 +257,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     results: dict[str, float] = {}
     if training_args.do_train:
-        train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-        trainer.save_model()
+        train_result = trainer.train(resume_from_checkpoint=resume)
         results.update(train_result.metrics)
         trainer.log_metrics("train", train_result.metrics)
     if training_args.do_eval and "validation" in encoded:
@@ -295,16 +270,21 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         trainer.log_metrics("test", prediction.metrics)
         results.update(prediction.metrics)
         predicted_ids = prediction.predictions
-    trainer.save_metrics("all", results)
+    if not training_args.do_train:
+        trainer.save_metrics("all", results)
+        return results
 
-    if trainer.is_world_process_zero() and training_args.do_train:
-        write_run_artifacts(trainer, raw, predicted_ids, model_args, data_args, results)
-        if data_args.run_demo:
-            run_pipeline_demo(training_args.output_dir, demo_texts(data_args, raw))
+    def write_artifacts(folder: Path) -> None:
+        write_run_artifacts(folder, trainer, raw, predicted_ids, model_args, data_args, results)
+
+    finish_run(trainer, results, write_artifacts)
+    if trainer.is_world_process_zero() and data_args.run_demo:
+        run_pipeline_demo(training_args.output_dir, demo_texts(data_args, raw))
     return results
 
 
 def write_run_artifacts(
+    folder: Path,
     trainer: BiRNNTrainer,
     raw: datasets.DatasetDict,
     test_predicted_ids: np.ndarray | None,
@@ -312,13 +292,14 @@ def write_run_artifacts(
     data_args: DataTrainingArguments,
     results: dict[str, float],
 ) -> None:
+    """The plots, predictions, model card and label list, written to `folder` (the final save's staging folder)."""
     output_dir = Path(trainer.args.output_dir)
     label_list = list(trainer.model.config.id2label.values())
-    plot_training_curves(trainer.state.log_history, "accuracy", output_dir / "training_curves.png")
+    plot_training_curves(trainer.state.log_history, "accuracy", folder / "training_curves.png")
     if test_predicted_ids is not None:
         test = raw["test"]
         write_classification_predictions(
-            output_dir / "test_predictions.csv",
+            folder / "test_predictions.csv",
             test["text"],
             [label_list[i] for i in test["label"]],
             [label_list[i] for i in test_predicted_ids],
@@ -327,7 +308,7 @@ def write_run_artifacts(
             test["label"],
             test_predicted_ids,
             label_list,
-            output_dir / "confusion_matrix.png",
+            folder / "confusion_matrix.png",
             title=f"{output_dir.name}: test confusion matrix (rows sum to 1)",
         )
 
@@ -354,7 +335,7 @@ def write_run_artifacts(
         ),
     )
     write_model_card(
-        output_dir,
+        folder,
         CARD_TEMPLATE,
         card_data,
         model_name=output_dir.name,
@@ -371,7 +352,7 @@ def write_run_artifacts(
         casing="lower-cased" if tokenizer_lowercases(trainer.processing_class) else "cased",
         example_sentence=demo_texts(data_args, raw)[0],
     )
-    (output_dir / "label_list.json").write_text(json.dumps(label_list, indent=2))
+    (folder / "label_list.json").write_text(json.dumps(label_list, indent=2))
 
 
 def regularisation_rows(trainer: BiRNNTrainer) -> str:

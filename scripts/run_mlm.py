@@ -22,15 +22,13 @@ import datasets
 import transformers
 from huggingface_hub import ModelCardData
 from transformers import (
-    AutoModelForMaskedLM,
-    AutoTokenizer,
     HfArgumentParser,
     PreTrainedTokenizerBase,
     pipeline,
     set_seed,
 )
 
-from hf_birnn import BiRNNForMaskedLM
+from hf_birnn import BiRNNConfig, BiRNNForMaskedLM
 from hf_birnn.language_modeling import (
     DataCollatorForMaskedLM,
     group_into_blocks,
@@ -45,14 +43,17 @@ from hf_birnn.model_card import (
     training_summary,
     write_model_card,
 )
-from hf_birnn.tokenization import train_wordpiece_tokenizer
 from hf_birnn.training import (
     RNN_TRAINING_DEFAULTS,
     BiRNNTrainer,
+    finish_run,
     fresh_model,
+    load_or_train_tokenizer,
     plot_training_curves,
+    prepare_run,
     training_arguments_with_defaults,
 )
+from hf_birnn.training import ModelArguments as SharedModelArguments
 
 logger = logging.getLogger(__name__)
 
@@ -78,24 +79,23 @@ MlmTrainingArguments = training_arguments_with_defaults(
 
 
 @dataclass
-class ModelArguments:
+class ModelArguments(SharedModelArguments):
     model_name_or_path: str | None = field(
         default=None, metadata={"help": "A saved BiRNN masked LM to go on training; without it a fresh one is built."}
     )
-    config_name: str | None = field(default=None, metadata={"help": "Config file or folder for a fresh model."})
     config_overrides: str | None = field(
         default="embedding_size=128,hidden_size=256,num_hidden_layers=2,cell_type=lstm,embedding_dropout=0.25,"
         "hidden_dropout=0.25,classifier_dropout=0.25,embedding_initializer_range=1.0",
         metadata={
             "help": "Comma-separated `field=value` BiRNNConfig settings for a fresh model. A tagger fine-tuned from "
             "the MLM keeps them (run_ner.py's --config_overrides applies to fresh models only), so give its "
-            "from-scratch baseline the same ones."
+            "from-scratch baseline the same ones. (Pretrained word vectors do not combine with a masked LM: its "
+            "tied decoder scores every token id.)"
         },
     )
     tokenizer_name: str | None = field(
         default=None, metadata={"help": "A saved fast tokenizer with a mask token; by default one is trained."}
     )
-    tokenizer_vocab_size: int = field(default=8000, metadata={"help": "Vocabulary size of a trained tokenizer."})
 
 
 @dataclass
@@ -147,29 +147,24 @@ def load_raw_texts(data_args: DataTrainingArguments) -> datasets.DatasetDict:
     )
 
 
-def load_or_train_tokenizer(
+def masked_lm_tokenizer(
     model_args: ModelArguments, raw: datasets.DatasetDict, resume_from_checkpoint: str | None
 ) -> PreTrainedTokenizerBase:
-    """The given tokenizer, else the one saved with the checkpoint to resume or the starting model, else a WordPiece
-    tokenizer trained on the training texts."""
-    source = model_args.tokenizer_name or resume_from_checkpoint or model_args.model_name_or_path
-    if source is not None:
-        tokenizer = AutoTokenizer.from_pretrained(source)
-    elif "train" in raw:
-        logger.info(
-            "Training a WordPiece tokenizer (%d entries) on the training text", model_args.tokenizer_vocab_size
-        )
-        tokenizer = train_wordpiece_tokenizer(raw["train"]["text"], vocab_size=model_args.tokenizer_vocab_size)
-    else:
-        raise ValueError("Without --tokenizer_name or --model_name_or_path, a --train_file is needed to train one.")
+    """The tokenizer (`hf_birnn.training.load_or_train_tokenizer`), which must have a mask token."""
+    training_texts = raw["train"]["text"] if "train" in raw else None
+    tokenizer, _ = load_or_train_tokenizer(model_args, None, training_texts, resume_from_checkpoint, None)
     if tokenizer.mask_token is None:
-        raise ValueError(f"The tokenizer from {source} has no mask token, which masked-LM training needs.")
+        raise ValueError("The tokenizer has no mask token, which masked-LM training needs.")
     return tokenizer
 
 
-def build_model(model_args: ModelArguments, tokenizer: PreTrainedTokenizerBase) -> BiRNNForMaskedLM:
+def build_model(
+    model_args: ModelArguments, tokenizer: PreTrainedTokenizerBase, resume_from_checkpoint: str | None
+) -> BiRNNForMaskedLM:
     if model_args.model_name_or_path is not None:
-        return AutoModelForMaskedLM.from_pretrained(model_args.model_name_or_path)
+        return BiRNNForMaskedLM.from_pretrained(model_args.model_name_or_path)
+    if resume_from_checkpoint is not None:  # the Trainer loads the checkpoint's weights
+        return BiRNNForMaskedLM(BiRNNConfig.from_pretrained(resume_from_checkpoint))
     return fresh_model(BiRNNForMaskedLM, tokenizer, model_args.config_name, model_args.config_overrides)
 
 
@@ -213,9 +208,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     transformers.utils.logging.set_verbosity_warning()
     set_seed(training_args.seed)
 
+    resume = prepare_run(training_args)
     raw = load_raw_texts(data_args)
-    tokenizer = load_or_train_tokenizer(model_args, raw, training_args.resume_from_checkpoint)
-    model = build_model(model_args, tokenizer)
+    tokenizer = masked_lm_tokenizer(model_args, raw, resume)
+    model = build_model(model_args, tokenizer, resume)
     logger.info("%s, %s parameters", type(model).__name__, f"{model.num_parameters():,}")
     encoded = tokenize_into_rows(raw, tokenizer, data_args)
     for split, rows in encoded.items():
@@ -236,8 +232,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     results: dict[str, float] = {}
     if training_args.do_train:
-        train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-        trainer.save_model()
+        train_result = trainer.train(resume_from_checkpoint=resume)
         results.update(train_result.metrics)
         trainer.log_metrics("train", train_result.metrics)
     if training_args.do_eval and "validation" in encoded:
@@ -245,21 +240,23 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         metrics["eval_perplexity"] = math.exp(metrics["eval_loss"])
         trainer.log_metrics("eval", metrics)
         results.update(metrics)
-    trainer.save_metrics("all", results)
+    if not training_args.do_train:
+        trainer.save_metrics("all", results)
+        return results
 
-    if trainer.is_world_process_zero() and training_args.do_train:
-        command_line = argv if argv is not None else sys.argv[1:]
-        write_run_artifacts(trainer, data_args, results, "python scripts/run_mlm.py " + " ".join(command_line))
-        if data_args.run_demo:
-            run_pipeline_demo(training_args.output_dir)
+    command = "python scripts/run_mlm.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    finish_run(trainer, results, lambda folder: write_run_artifacts(folder, trainer, data_args, results, command))
+    if trainer.is_world_process_zero() and data_args.run_demo:
+        run_pipeline_demo(training_args.output_dir)
     return results
 
 
 def write_run_artifacts(
-    trainer: BiRNNTrainer, data_args: DataTrainingArguments, results: dict[str, float], command: str
+    folder: Path, trainer: BiRNNTrainer, data_args: DataTrainingArguments, results: dict[str, float], command: str
 ) -> None:
+    """The plot and the model card, written to `folder` (the final save's staging folder)."""
     output_dir = Path(trainer.args.output_dir)
-    plot_training_curves(trainer.state.log_history, "accuracy", output_dir / "training_curves.png")
+    plot_training_curves(trainer.state.log_history, "accuracy", folder / "training_curves.png")
     metric_names = ["accuracy", "perplexity"]
     results_by_split = {}
     if "eval_accuracy" in results:
@@ -285,7 +282,7 @@ def write_run_artifacts(
         eval_results=evaluation_results(results_by_split, metric_names, "fill-mask", "text", held_out),
     )
     write_model_card(
-        output_dir,
+        folder,
         CARD_TEMPLATE,
         card_data,
         model_name=output_dir.name,

@@ -18,8 +18,6 @@ import datasets
 import transformers
 from huggingface_hub import ModelCardData
 from transformers import (
-    AutoModelForTokenClassification,
-    AutoTokenizer,
     DataCollatorForTokenClassification,
     HfArgumentParser,
     PreTrainedTokenizerBase,
@@ -46,12 +44,16 @@ from hf_birnn.tagging import (
     normalise_columns,
     write_conll_predictions,
 )
-from hf_birnn.tokenization import train_wordpiece_tokenizer
 from hf_birnn.training import (
     RNN_TRAINING_DEFAULTS,
     BiRNNTrainer,
-    fresh_model,
+    TaskModelArguments,
+    WordVectorArguments,
+    build_task_model,
+    finish_run,
+    load_or_train_tokenizer,
     plot_training_curves,
+    prepare_run,
     training_arguments_with_defaults,
 )
 
@@ -84,27 +86,29 @@ NerTrainingArguments = training_arguments_with_defaults(
 )
 
 
+# A BiLSTM-CNN-CRF (Ma & Hovy 2016, Lample et al. 2016) over pretrained word vectors, and its from-scratch variant
+VECTORS_RECIPE = (
+    "hidden_size=256,num_hidden_layers=2,cell_type=lstm,character_filters=50,embedding_dropout=0.5,"
+    "hidden_dropout=0.5,classifier_dropout=0.5,word_dropout=0.1,use_crf=true,crf_constraints=iob2"
+)
+SCRATCH_RECIPE = (
+    "embedding_size=128,hidden_size=128,num_hidden_layers=2,cell_type=lstm,embedding_dropout=0.5,"
+    "hidden_dropout=0.5,classifier_dropout=0.5,word_dropout=0.1,use_crf=true,crf_constraints=iob2"
+)
+
+
 @dataclass
-class ModelArguments:
-    model_name_or_path: str | None = field(
+class ModelArguments(TaskModelArguments):
+    config_overrides: str | None = field(
         default=None,
         metadata={
-            "help": "A saved BiRNN folder to start from (a masked-LM or tagger checkpoint: its encoder weights carry "
-            "over, the tagging head is new when the labels differ). Without it a fresh model is built."
+            "help": "Comma-separated `field=value` BiRNNConfig settings for a fresh model. Default with word vectors: "
+            f"{VECTORS_RECIPE}; without: {SCRATCH_RECIPE}."
         },
     )
-    config_name: str | None = field(default=None, metadata={"help": "Config file or folder for a fresh model."})
-    config_overrides: str | None = field(
-        default="embedding_size=128,hidden_size=128,num_hidden_layers=2,cell_type=lstm,embedding_dropout=0.5,"
-        "hidden_dropout=0.5,classifier_dropout=0.5,word_dropout=0.1,use_crf=true,crf_constraints=iob2",
-        metadata={"help": "Comma-separated `field=value` BiRNNConfig settings for a fresh model."},
-    )
-    tokenizer_name: str | None = field(
-        default=None, metadata={"help": "A saved fast tokenizer; by default one is trained on the training text."}
-    )
-    tokenizer_vocab_size: int = field(default=4000, metadata={"help": "Vocabulary size of a trained tokenizer."})
-    ignore_mismatched_sizes: bool = field(
-        default=False, metadata={"help": "Start from a tagger with another label set (its head is re-initialised)."}
+    tokenizer_vocab_size: int = field(
+        default=4000,
+        metadata={"help": "Vocabulary size of a trained WordPiece tokenizer (its pieces, with word vectors)."},
     )
 
 
@@ -201,46 +205,6 @@ def load_raw_splits(data_args: DataTrainingArguments) -> datasets.DatasetDict:
     return raw
 
 
-def load_or_train_tokenizer(
-    model_args: ModelArguments, raw: datasets.DatasetDict, resume_from_checkpoint: str | None
-) -> PreTrainedTokenizerBase:
-    """The given tokenizer; else the one saved with the checkpoint to resume or the starting model (its ids must
-    match the embeddings); else a WordPiece tokenizer trained on the training words (training it again need not
-    give the same ids: the trainer breaks frequency ties in no fixed order)."""
-    source = model_args.tokenizer_name or resume_from_checkpoint or model_args.model_name_or_path
-    if source is not None:
-        return AutoTokenizer.from_pretrained(source)
-    if "train" not in raw:
-        raise ValueError("Without --tokenizer_name or --model_name_or_path, a --train_file is needed to train one.")
-    logger.info("Training a WordPiece tokenizer (%d entries) on the training text", model_args.tokenizer_vocab_size)
-    return train_wordpiece_tokenizer(
-        (" ".join(tokens) for tokens in raw["train"]["tokens"]), vocab_size=model_args.tokenizer_vocab_size
-    )
-
-
-def build_model(
-    model_args: ModelArguments, tokenizer: PreTrainedTokenizerBase, label_list: list[str]
-) -> BiRNNForTokenClassification:
-    id2label = dict(enumerate(label_list))
-    label2id = {label: i for i, label in id2label.items()}
-    if model_args.model_name_or_path is not None:
-        return AutoModelForTokenClassification.from_pretrained(
-            model_args.model_name_or_path,
-            num_labels=len(label_list),
-            id2label=id2label,
-            label2id=label2id,
-            ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
-        )
-    return fresh_model(
-        BiRNNForTokenClassification,
-        tokenizer,
-        model_args.config_name,
-        model_args.config_overrides,
-        id2label=id2label,
-        label2id=label2id,
-    )
-
-
 def tokenize_and_align(
     raw: datasets.DatasetDict,
     tokenizer: PreTrainedTokenizerBase,
@@ -282,11 +246,13 @@ def predicted_tag_ids(logits, labels):
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, NerTrainingArguments))
+    parser = HfArgumentParser((ModelArguments, WordVectorArguments, DataTrainingArguments, NerTrainingArguments))
     if argv is None and len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
-        model_args, data_args, training_args = parser.parse_json_file(json_file=Path(sys.argv[1]).resolve())
+        model_args, vector_args, data_args, training_args = parser.parse_json_file(
+            json_file=Path(sys.argv[1]).resolve()
+        )
     else:
-        model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+        model_args, vector_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
 
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
     transformers.utils.logging.set_verbosity_warning()
@@ -295,10 +261,26 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     if training_args.metric_for_best_model == "f1" and headline_metric != "f1":
         training_args.metric_for_best_model = headline_metric  # `pos` has no F1 to pick the best epoch by
 
+    resume = prepare_run(training_args)
     raw = load_raw_splits(data_args)
     label_list = label_list_from([tags for split in raw.values() for tags in split["tags"]])
-    tokenizer = load_or_train_tokenizer(model_args, raw, training_args.resume_from_checkpoint)
-    model = build_model(model_args, tokenizer, label_list)
+    builds_fresh_model = model_args.model_name_or_path is None and resume is None
+    word_vectors = vector_args.load() if builds_fresh_model and model_args.tokenizer_name is None else None
+    training_texts = [" ".join(tokens) for tokens in raw["train"]["tokens"]] if "train" in raw else None
+    tokenizer, learned_vocab_size = load_or_train_tokenizer(
+        model_args, vector_args, training_texts, resume, word_vectors
+    )
+    model = build_task_model(
+        BiRNNForTokenClassification,
+        model_args,
+        vector_args,
+        tokenizer,
+        label_list,
+        word_vectors,
+        learned_vocab_size,
+        resume,
+        recipes=(VECTORS_RECIPE, SCRATCH_RECIPE),
+    )
     label2id = model.config.label2id
     logger.info("%s, %s parameters, labels %s", type(model).__name__, f"{model.num_parameters():,}", label_list)
 
@@ -322,29 +304,32 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     results: dict[str, float] = {}
     if training_args.do_train:
-        train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-        trainer.save_model()
+        train_result = trainer.train(resume_from_checkpoint=resume)
         results.update(train_result.metrics)
         trainer.log_metrics("train", train_result.metrics)
     if training_args.do_eval and "validation" in encoded:
         metrics = trainer.evaluate()
         trainer.log_metrics("eval", metrics)
         results.update(metrics)
+    predicted_tags = None
     if training_args.do_predict and "test" in encoded:
         trainer.compute_metrics = scorers["test"]  # the scorer holds the split's words
         prediction = trainer.predict(encoded["test"], metric_key_prefix="test")
         trainer.log_metrics("test", prediction.metrics)
         results.update(prediction.metrics)
-        if trainer.is_world_process_zero():
-            predicted_tags = scorers["test"].predicted_tags(prediction.predictions)
-            output_dir = Path(training_args.output_dir)
-            write_conll_predictions(
-                output_dir / "test_predictions.conll", raw["test"]["tokens"], raw["test"]["tags"], predicted_tags
-            )
-    trainer.save_metrics("all", results)
+        predicted_tags = scorers["test"].predicted_tags(prediction.predictions)
+    if not training_args.do_train:
+        trainer.save_metrics("all", results)
+        return results
 
-    if trainer.is_world_process_zero() and training_args.do_train:
-        write_run_artifacts(trainer, model_args, data_args, results)
+    def write_artifacts(folder: Path) -> None:
+        if predicted_tags is not None:
+            test = raw["test"]
+            write_conll_predictions(folder / "test_predictions.conll", test["tokens"], test["tags"], predicted_tags)
+        write_run_artifacts(folder, trainer, model_args, data_args, results)
+
+    finish_run(trainer, results, write_artifacts)
+    if trainer.is_world_process_zero():
         if data_args.run_demo:
             run_pipeline_demo(training_args.output_dir, data_args.task_name)
         if training_args.push_to_hub:
@@ -353,11 +338,16 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
 
 def write_run_artifacts(
-    trainer: BiRNNTrainer, model_args: ModelArguments, data_args: DataTrainingArguments, results: dict[str, float]
+    folder: Path,
+    trainer: BiRNNTrainer,
+    model_args: ModelArguments,
+    data_args: DataTrainingArguments,
+    results: dict[str, float],
 ) -> None:
+    """The plot, the model card and the label list, written to `folder` (the final save's staging folder)."""
     output_dir = Path(trainer.args.output_dir)
     metric_names = TASK_METRICS[data_args.task_name]
-    plot_training_curves(trainer.state.log_history, metric_names[-1], output_dir / "training_curves.png")
+    plot_training_curves(trainer.state.log_history, metric_names[-1], folder / "training_curves.png")
     results_by_split = {
         split: {name: results[f"{prefix}_{name}"] for name in metric_names}
         for split, prefix in (("validation", "eval"), ("test", "test"))
@@ -379,7 +369,7 @@ def write_run_artifacts(
         ),
     )
     write_model_card(
-        output_dir,
+        folder,
         CARD_TEMPLATE,
         card_data,
         model_name=output_dir.name,
@@ -393,7 +383,7 @@ def write_run_artifacts(
         training_table=training_summary(trainer.args),
         example_sentence=DEMO_SENTENCES[0],
     )
-    (output_dir / "label_list.json").write_text(json.dumps(list(trainer.model.config.id2label.values()), indent=2))
+    (folder / "label_list.json").write_text(json.dumps(list(trainer.model.config.id2label.values()), indent=2))
 
 
 def tagged_words(token_predictions: list[dict]) -> list[tuple[int, int, str]]:

@@ -83,6 +83,7 @@ def trained_classifier(csv_files, tmp_path_factory) -> tuple[Path, dict]:
             "--num_train_epochs", "4",
             "--seed", "3",
             "--run_demo", "false",
+            "--word_vectors", "none",
         ]
     )  # fmt: skip
     return output_dir, results
@@ -176,6 +177,7 @@ def test_json_lines_run_starts_from_a_masked_lm_checkpoint(tmp_path):
             "--learning_rate", "0",
             "--do_predict", "false",
             "--run_demo", "false",
+            "--word_vectors", "none",
         ]
     )  # fmt: skip
     assert {"eval_accuracy", "eval_macro_f1"} <= set(results)

