@@ -1,10 +1,7 @@
 """CPU serving paths against eager fp32: `quantize_for_cpu` (both backends), `export_onnx` and `OnnxRuntimeModel`
-give the same labels on padded batches (left, right and both sides), serve the pipeline, and
-`scripts/benchmark.py --quick` runs. Nothing here is timed."""
+give the same labels on padded batches (left, right and both sides) and serve the pipeline. Nothing here is timed
+(`scripts/benchmarks/run.py` measures speed)."""
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +13,6 @@ from hf_birnn.modeling_birnn import length_groups
 from hf_birnn.serving import OnnxRuntimeModel, export_onnx, quantize_for_cpu
 from hf_birnn.tokenization import train_wordpiece_tokenizer
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 CELL_TYPES = ("rnn", "gru", "lstm")
 NUM_LABELS = 5
 ID2LABEL = dict(enumerate(["O", "B-X", "I-X", "B-Y", "I-Y"]))
@@ -260,19 +256,6 @@ def test_onnx_runtime_model_names_what_is_missing_or_wrong(tmp_path):
         onnx_model(input_ids=torch.ones(2, 3, dtype=torch.long), attention_mask=torch.ones(2, 4, dtype=torch.long))
     with pytest.raises(ValueError, match="holes"):
         onnx_model(input_ids=torch.ones(1, 3, dtype=torch.long), attention_mask=torch.tensor([[1, 0, 1]]))
-
-
-@pytest.mark.slow
-def test_benchmark_quick_runs_every_section(tmp_path):
-    pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnxscript")
-    command = [sys.executable, str(REPO_ROOT / "scripts" / "benchmark.py"), "--quick", "--output_dir", str(tmp_path)]
-    completed = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO_ROOT)
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    tables = json.loads((tmp_path / "results.json").read_text())["tables"]
-    assert set(tables) == {"overhead", "directions", "trainer", "int8", "onnx", "scaling", "pipeline", "denormal"}
-    assert (tmp_path / "length_scaling.png").stat().st_size > 0
-    assert "| BiRNN / packed |" in completed.stdout
 
 
 def test_spelling_features_survive_onnx_export_and_int8(tmp_path):
