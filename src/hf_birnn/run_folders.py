@@ -1,15 +1,18 @@
 """The output folder of a training run: never two runs mixed in one folder, never a half-written checkpoint resumed,
 never a half-written final save.
 
-- A folder that holds a previous run is refused unless the run is resumed (`--resume_from_checkpoint`) or replaced
-  (`--overwrite_output_dir`, which first removes the old checkpoints so that checkpoint rotation cannot delete the
-  new run's best one in favour of the old run's).
+- A folder that holds a previous run is refused unless the run is resumed from one of its checkpoints
+  (`--resume_from_checkpoint`) or replaced (`--overwrite_output_dir`, which first removes the old run's subfolders:
+  its checkpoints, so that checkpoint rotation cannot delete the new run's best one in favour of the old run's, and
+  its logs, such as TensorBoard's `runs/`).
 - Trainer writes a checkpoint file by file and its `get_last_checkpoint` picks the highest step number, so a kill
   during a checkpoint write would resume from a torn folder. `last_complete_checkpoint` takes the newest one whose
   `trainer_state.json` (written last) and weights read back.
 - The final save (weights, config, tokenizer, card, plots, metrics) is written to a staging folder beside the output
   folder, which then takes the output folder's place in one atomic `renameat2(RENAME_EXCHANGE)`: a kill leaves the
-  old folder or the new one, never a new config beside old weights.
+  old folder or the new one, never a new config beside old weights. The output folder's subfolders (checkpoints,
+  TensorBoard's `runs/`) carry over; its top-level files are the final save's and are replaced as a whole. A
+  symlinked output folder is swapped at its target, beside which the staging folder is made.
 """
 
 import ctypes
@@ -98,8 +101,16 @@ def prepare_output_dir(output_dir: str | Path, overwrite: bool, resuming: bool, 
             f"--overwrite_output_dir to replace it, or {resume_hint} to continue it, or choose another folder."
         )
     if is_main_process:
-        for checkpoint in checkpoints_in(output_dir):
-            shutil.rmtree(checkpoint)
+        for entry in subfolders_of(output_dir):
+            if entry.is_symlink():
+                entry.unlink()
+            else:
+                shutil.rmtree(entry)
+
+
+def subfolders_of(folder: Path) -> list[Path]:
+    """The subfolders of `folder` (checkpoints, logs), symlinks to folders included."""
+    return [entry for entry in folder.iterdir() if entry.is_dir()]
 
 
 def exchange_folders(first: Path, second: Path) -> None:
@@ -121,11 +132,13 @@ def exchange_folders(first: Path, second: Path) -> None:
 @contextmanager
 def staged_output_dir(output_dir: str | Path, is_main_process: bool = True) -> Iterator[Path]:
     """Yields a staging folder for the final save; when the block ends without error, the staging folder gets the
-    output folder's checkpoints (hard links: no copy) and takes its place in one step, and the old folder goes.
-    Other processes (DDP) get the same path and write nothing there themselves."""
-    output_dir = Path(output_dir)
+    output folder's subfolders (checkpoints, logs; hard links: no copy) and takes its place in one step, and the old
+    folder goes. Other processes (DDP) get the same path and write nothing there themselves."""
+    output_dir = Path(os.path.realpath(output_dir))  # a symlink's target, whose parent holds the staging folder
     staging = output_dir.with_name(f".{output_dir.name}.staging")
     if is_main_process:
+        if staging.is_symlink():
+            staging.unlink()
         shutil.rmtree(staging, ignore_errors=True)  # a leftover of a run killed while saving
         staging.mkdir(parents=True)
     try:
@@ -136,8 +149,13 @@ def staged_output_dir(output_dir: str | Path, is_main_process: bool = True) -> I
         raise
     if not is_main_process:
         return
-    for checkpoint in checkpoints_in(output_dir):
-        shutil.copytree(checkpoint, staging / checkpoint.name, copy_function=os.link)
+    for entry in subfolders_of(output_dir) if output_dir.is_dir() else []:
+        if (staging / entry.name).exists():
+            continue  # the final save wrote its own
+        if entry.is_symlink():
+            os.symlink(os.readlink(entry), staging / entry.name)
+        else:
+            shutil.copytree(entry, staging / entry.name, symlinks=True, copy_function=os.link)
     if output_dir.exists():
         exchange_folders(staging, output_dir)
         shutil.rmtree(staging)
