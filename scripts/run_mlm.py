@@ -1,15 +1,17 @@
 #!/usr/bin/env python
-"""Pretrain a BiRNN encoder with masked-language modelling on raw text files, with `transformers.Trainer`.
+r"""Pretrain a BiRNN encoder with masked-language modelling on raw text files, with `transformers.Trainer`.
 
-Flags follow transformers' `examples/pytorch/language-modeling/run_mlm.py` where they make sense. Text files may be
-plain text, WikiText `.tokens`, CoNLL-U `.conllu` (its `# text = ` lines) or CoNLL `.conll` columns:
+Text files may be plain text, WikiText `.tokens`, CoNLL-U `.conllu` (its `# text = ` lines) or CoNLL `.conll`
+columns. The saved folder loads with `pipeline("fill-mask")` and `AutoModelForMaskedLM`, and `scripts/run_ner.py
+--model_name_or_path` fine-tunes a tagger from it. (A masked LM is the way to pretrain a BiRNN: next-token
+prediction lets its backward direction copy the answer.) Flags follow transformers'
+`examples/pytorch/language-modeling/run_mlm.py`.
+
+Example:
 
     python scripts/run_mlm.py --train_file ../shared/data/wikitext2/wiki.test.tokens \
         ../shared/data/timemachine/timemachine.txt --validation_file ../shared/data/wikitext2/wiki.valid.tokens \
         --output_dir outputs/birnn-mlm
-
-The saved folder loads with `pipeline("fill-mask")` and `AutoModelForMaskedLM`, and `scripts/run_ner.py
---model_name_or_path` fine-tunes a tagger from it.
 """
 
 import logging
@@ -19,10 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
-import transformers
 from huggingface_hub import ModelCardData
 from transformers import (
-    HfArgumentParser,
     PreTrainedTokenizerBase,
     pipeline,
     set_seed,
@@ -40,17 +40,19 @@ from hf_birnn.model_card import (
     architecture_summary,
     evaluation_results,
     metrics_table,
+    training_facts,
     training_summary,
     write_model_card,
 )
 from hf_birnn.training import (
     RNN_TRAINING_DEFAULTS,
     BiRNNTrainer,
+    configure_script_logging,
     finish_run,
     fresh_model,
     load_or_train_tokenizer,
-    plot_training_curves,
     prepare_run,
+    script_parser,
     training_arguments_with_defaults,
 )
 from hf_birnn.training import ModelArguments as SharedModelArguments
@@ -198,14 +200,13 @@ def tokenize_into_rows(
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, MlmTrainingArguments))
+    parser = script_parser((ModelArguments, DataTrainingArguments, MlmTrainingArguments), __doc__)
     if argv is None and len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
         model_args, data_args, training_args = parser.parse_json_file(json_file=Path(sys.argv[1]).resolve())
     else:
         model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
 
-    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
-    transformers.utils.logging.set_verbosity_warning()
+    configure_script_logging()
     set_seed(training_args.seed)
 
     resume = prepare_run(training_args)
@@ -256,7 +257,6 @@ def write_run_artifacts(
 ) -> None:
     """The plot and the model card, written to `folder` (the final save's staging folder)."""
     output_dir = Path(trainer.args.output_dir)
-    plot_training_curves(trainer.state.log_history, "accuracy", folder / "training_curves.png")
     metric_names = ["accuracy", "perplexity"]
     results_by_split = {}
     if "eval_accuracy" in results:
@@ -291,6 +291,7 @@ def write_run_artifacts(
         mlm_percent=f"{data_args.mlm_probability * 100:g}",
         metrics_table=metrics_table(results_by_split, metric_names, percent_metrics={"accuracy"}),
         data_description=f"Trained on {train_names}; {split_description}. Data license: {data_args.dataset_license}.",
+        **training_facts(trainer, "accuracy", results, folder),
         command=command,
         training_table=training_summary(trainer.args),
         example_sentence=DEMO_SENTENCES[0],

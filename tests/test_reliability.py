@@ -180,7 +180,9 @@ def build_tokenizer(padding_side: str = "right", add_special_tokens: bool = True
     )
 
 
-def save_tagger(folder: Path, padding_side: str = "right", add_special_tokens: bool = True) -> None:
+def save_tagger(
+    folder: Path, padding_side: str = "right", add_special_tokens: bool = True, use_crf: bool = False
+) -> None:
     """A tokenizer and a token classifier whose tags vary from token to token (std-1 embeddings and classifier, not
     the near-uniform scores of the default init), saved to `folder`."""
     tokenizer = build_tokenizer(padding_side, add_special_tokens)
@@ -190,6 +192,7 @@ def save_tagger(folder: Path, padding_side: str = "right", add_special_tokens: b
         pad_token_id=tokenizer.pad_token_id,
         id2label=dict(enumerate(LABELS)),
         label2id={label: i for i, label in enumerate(LABELS)},
+        use_crf=use_crf,
     )
     torch.manual_seed(0)
     model = BiRNNForTokenClassification(config)
@@ -232,12 +235,13 @@ def test_batched_pipeline_results_equal_one_by_one_results(tmp_path, padding_sid
 # --------------------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("use_crf", [False, True], ids=["softmax", "crf"])
 @pytest.mark.parametrize("add_special_tokens", [True, False], ids=["with_cls_sep", "without_special_tokens"])
-def test_pipeline_finds_no_entities_in_empty_strings(tmp_path, add_special_tokens):
-    """Without special tokens "" tokenizes to a (1, 0) batch, which the model answers with (1, 0) logits. (Batching
-    such an empty encoding with non-empty ones fails in transformers' `pad_collate`, before the model is called: its
-    `offset_mapping` has shape (1, 0), not (1, 0, 2).)"""
-    save_tagger(tmp_path, add_special_tokens=add_special_tokens)
+def test_pipeline_finds_no_entities_in_empty_strings(tmp_path, add_special_tokens, use_crf):
+    """Without special tokens "" tokenizes to a (1, 0) batch, which the model answers with (1, 0) logits, the CRF
+    head too. (Batching such an empty encoding with non-empty ones fails in transformers' `pad_collate`, before the
+    model is called: its `offset_mapping` has shape (1, 0), not (1, 0, 2).)"""
+    save_tagger(tmp_path, add_special_tokens=add_special_tokens, use_crf=use_crf)
     tagger = pipeline("token-classification", model=str(tmp_path), device="cpu")
     assert tagger("") == []
     assert tagger(["", "   "]) == [[], []]
@@ -512,3 +516,128 @@ def test_safetensors_weights_are_loaded_where_a_pickle_sits_next_to_them(tmp_pat
     torch.save(zeros, tmp_path / "pytorch_model.bin")
     reloaded = BiRNNForTokenClassification.from_pretrained(tmp_path)
     assert torch.equal(reloaded.classifier.weight, model.classifier.weight)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# ONNX Runtime serving checks its inputs exactly as the eager model does
+# --------------------------------------------------------------------------------------------------------------------
+
+BAD_INPUTS = {
+    "negative_id": (lambda: {"input_ids": torch.tensor([[1, -1, 2]])}, ValueError, "vocab_size=17"),
+    "id_past_the_vocabulary": (lambda: {"input_ids": torch.tensor([[1, 17, 2]])}, ValueError, "vocab_size=17"),
+    "float_ids": (lambda: {"input_ids": torch.ones(2, 3)}, TypeError, "integer token ids"),
+    "bool_ids": (lambda: {"input_ids": torch.ones(2, 3, dtype=torch.bool)}, TypeError, "integer token ids"),
+    "ids_3d": (lambda: {"input_ids": torch.ones(2, 3, 4, dtype=torch.long)}, ValueError, r"shape \(batch, seq_len\)"),
+    "mask_shape": (
+        lambda: {"input_ids": torch.ones(2, 3, dtype=torch.long), "attention_mask": torch.ones(2, 4)},
+        ValueError,
+        "the inputs' shape",
+    ),
+    "mask_holes": (
+        lambda: {"input_ids": torch.ones(1, 3, dtype=torch.long), "attention_mask": torch.tensor([[1, 0, 1]])},
+        ValueError,
+        "holes",
+    ),
+    "mask_not_0_1": (
+        lambda: {"input_ids": torch.ones(1, 3, dtype=torch.long), "attention_mask": torch.tensor([[1, 2, 1]])},
+        ValueError,
+        "only 0 \\(padding\\) and 1",
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def eager_and_onnx_taggers():
+    pytest.importorskip("onnxruntime")
+    from hf_birnn.serving import OnnxRuntimeModel
+
+    model = BiRNNForTokenClassification(tiny_config(use_crf=True)).eval()
+    return {"eager": model, "onnx": OnnxRuntimeModel.from_model(model)}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+@pytest.mark.parametrize("runtime", ["eager", "onnx"])
+def test_onnx_runtime_refuses_the_bad_inputs_the_eager_model_refuses(eager_and_onnx_taggers, runtime, case):
+    make_inputs, error, message = BAD_INPUTS[case]
+    with pytest.raises(error, match=message):
+        eager_and_onnx_taggers[runtime](**make_inputs())
+
+
+@pytest.mark.parametrize("shape", [(0, 5), (1, 0), (3, 0), (0, 0)], ids=["no_rows", "empty_row", "empty_rows", "none"])
+def test_onnx_runtime_answers_empty_batches_as_the_eager_model_does(eager_and_onnx_taggers, shape):
+    """An empty batch used to abort the whole process inside ONNX Runtime."""
+    empty = torch.zeros(shape, dtype=torch.long)
+    outputs = {name: model(empty).logits for name, model in eager_and_onnx_taggers.items()}
+    assert outputs["onnx"].shape == outputs["eager"].shape == (*shape, 3)
+
+
+def test_empty_text_through_an_onnx_runtime_pipeline_gives_no_entities(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from hf_birnn.serving import OnnxRuntimeModel
+
+    save_tagger(tmp_path, add_special_tokens=False, use_crf=True)
+    onnx_model = OnnxRuntimeModel.from_model(AutoModelForTokenClassification.from_pretrained(tmp_path))
+    tagger = pipeline("token-classification", model=onnx_model, tokenizer=build_tokenizer(add_special_tokens=False))
+    assert tagger("") == [] and tagger("   ") == []
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The CRF sums in float32 whatever the model's dtype
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def test_a_bfloat16_crf_decodes_a_long_sequence_as_float32_does():
+    """bfloat16 holds 3 significant digits: summed over 1,000 steps in that dtype the path scores could not be told
+    apart. The CRF casts to float32 first, so a bfloat16 model decodes exactly what float32 decodes from the same
+    (bfloat16) emissions and weights."""
+    from hf_birnn.modeling_birnn import LinearChainCRF
+
+    generator = torch.Generator().manual_seed(0)
+    crf = LinearChainCRF(5)
+    with torch.no_grad():
+        for parameter in crf.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator))
+    emissions = (3 * torch.randn(2, 1000, 5, generator=generator)).to(torch.bfloat16)
+    lengths, tags = torch.tensor([1000, 700]), torch.randint(0, 5, (2, 1000), generator=generator)
+    bf16_crf = LinearChainCRF(5).to(torch.bfloat16)
+    bf16_crf.load_state_dict(crf.state_dict())
+    fp32_crf = LinearChainCRF(5)
+    fp32_crf.load_state_dict({name: tensor.float() for name, tensor in bf16_crf.state_dict().items()})
+    assert bf16_crf.transitions.dtype == torch.bfloat16
+    bf16_path = bf16_crf.viterbi_decode(emissions, lengths)
+    assert torch.equal(bf16_path, fp32_crf.viterbi_decode(emissions.float(), lengths))
+    nll = bf16_crf.negative_log_likelihood(emissions, tags, lengths)
+    assert nll.dtype == torch.float32
+    torch.testing.assert_close(nll, fp32_crf.negative_log_likelihood(emissions.float(), tags, lengths))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# A checkpoint without the weights its config calls for
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def edit_config(folder: Path, **changes) -> None:
+    config_file = folder / "config.json"
+    config_file.write_text(json.dumps({**json.loads(config_file.read_text()), **changes}))
+
+
+@pytest.mark.parametrize(
+    "changes,missing",
+    [({"num_hidden_layers": 3}, "birnn.layers.2"), ({"use_crf": True}, "crf.transitions")],
+    ids=["a_layer_more", "a_crf_without_weights"],
+)
+def test_a_checkpoint_missing_weights_its_config_calls_for_is_refused_naming_them(tmp_path, changes, missing):
+    save_token_classifier(tmp_path)
+    edit_config(tmp_path, **changes)
+    with pytest.raises(OSError, match=f"lacks weights that its config calls for.*{missing}"):
+        BiRNNForTokenClassification.from_pretrained(tmp_path)
+
+
+def test_a_new_head_is_allowed_when_asked_for_or_when_the_checkpoint_is_another_architecture(tmp_path):
+    save_token_classifier(tmp_path / "tagger")
+    edit_config(tmp_path / "tagger", use_crf=True)
+    with_crf = BiRNNForTokenClassification.from_pretrained(tmp_path / "tagger", ignore_mismatched_sizes=True)
+    assert with_crf.crf is not None
+    BiRNNForMaskedLM(tiny_config()).save_pretrained(tmp_path / "mlm")
+    tagger = BiRNNForTokenClassification.from_pretrained(tmp_path / "mlm")  # the encoder carries over
+    assert tagger.classifier.weight.shape == (3, tagger.config.output_size)

@@ -3,6 +3,7 @@ pipeline's entity offsets."""
 
 import json
 import random
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -130,6 +131,30 @@ def test_model_card_carries_the_metrics_and_the_next_token_caveat(trained_tagger
     assert "model-index" in card and "token-classification" in card
     assert f"{results['test_f1'] * 100:.2f}" in card
     assert "next-token" in card
+
+
+def test_model_card_states_the_run_as_values_with_per_type_scores_the_kept_epoch_and_the_curve(trained_tagger):
+    output_dir, results = trained_tagger
+    card = (output_dir / "README.md").read_text()
+    assert "| lr_scheduler_type | linear |" in card and "SchedulerType" not in card
+    for split, prefix in (("validation", "eval"), ("test", "test")):
+        for entity_type in ("PER", "LOC"):
+            row = f"| {split} | {entity_type} | {100 * results[f'{prefix}_{entity_type}_precision']:.2f} |"
+            assert row in card, row
+    assert re.search(r"The checkpoint of epoch \d+ of 20 was kept: it had the best validation f1 \(\d+\.\d\d\)", card)
+    assert re.search(r"in \d+\.\d min on CPU \(", card)
+    for image in re.findall(r"!\[[^]]*\]\(([^)]+)\)", card):
+        assert (output_dir / image).is_file(), image
+    assert "training_curves.png" in card
+    assert "Derczynski" not in card  # the data here is not WNUT-17: no WNUT-17 citation
+
+
+def test_logs_keep_per_type_scores_out_of_the_console_and_in_the_results(trained_tagger):
+    output_dir, results = trained_tagger
+    state = json.loads(max(output_dir.glob("checkpoint-*/trainer_state.json")).read_text())
+    logged_evaluations = [entry for entry in state["log_history"] if "eval_f1" in entry]
+    assert logged_evaluations and all("eval_PER_f1" not in entry for entry in logged_evaluations)
+    assert "test_PER_f1" in json.loads((output_dir / "all_results.json").read_text())
 
 
 def test_saved_folder_loads_with_auto_class_and_pipeline_offsets_are_right(trained_tagger):

@@ -40,6 +40,8 @@ class BiRNNConfig(PreTrainedConfig):
             saved with the weights.
         learned_vocab_size (`int`, *optional*): how many token ids, the first ones, have a learned embedding row;
             defaults to `vocab_size`. With word vectors the other ids are words known from the vectors alone.
+        vector_correction_dropout (`float`, defaults to 0.0): probability of dropping a training word's learned
+            correction in training, so that it reads as a word seen only in the vectors does at test time.
         word_vectors_name (`str`, *optional*): where the word vectors came from (a package name or a file name), for
             the model card.
         freeze_word_vectors (`bool`, defaults to `True`): keep the pretrained vectors fixed in training (the learned
@@ -85,6 +87,7 @@ class BiRNNConfig(PreTrainedConfig):
     num_word_vectors: int = 0
     learned_vocab_size: int | None = None
     freeze_word_vectors: bool = True
+    vector_correction_dropout: float | int = 0.0
     word_vectors_name: str | None = None
     embedding_dropout: float | int = 0.1
     word_dropout: float | int = 0.0
@@ -152,7 +155,8 @@ class BiRNNConfig(PreTrainedConfig):
                 "Token ids without a learned embedding row read the padding row: `pad_token_id` must be one of the "
                 f"first `learned_vocab_size` ({self.learned_vocab_size}) ids, got {self.pad_token_id}."
             )
-        for name in ("embedding_dropout", "word_dropout", "hidden_dropout", "classifier_dropout"):
+        dropouts = ("embedding_dropout", "word_dropout", "vector_correction_dropout", "hidden_dropout")
+        for name in dropouts + ("classifier_dropout",):
             value = getattr(self, name)
             if not 0 <= value < 1:
                 raise ValueError(f"`{name}` must be a probability in [0, 1), got {value}.")

@@ -143,9 +143,11 @@ class PretrainedWordVectors(nn.Module):
             "token_vector_rows", torch.full((config.vocab_size,), self.no_vector_row, dtype=torch.int32)
         )
 
-    def forward(self, input_ids: torch.LongTensor) -> torch.Tensor:
+    def forward(self, input_ids: torch.LongTensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the vectors (batch, seq_len, width), whether each token has one (batch, seq_len))."""
         rows = self.token_vector_rows[input_ids].long()
-        return nn.functional.embedding(rows, self.vectors, padding_idx=self.no_vector_row)
+        vectors = nn.functional.embedding(rows, self.vectors, padding_idx=self.no_vector_row)
+        return vectors, rows != self.no_vector_row
 
 
 class BiRNNEmbeddings(nn.Module):
@@ -167,6 +169,7 @@ class BiRNNEmbeddings(nn.Module):
         self.word_vectors = PretrainedWordVectors(config) if config.num_word_vectors > 0 else None
         self.token_spelling = TokenSpellingEncoder(config) if config.character_filters > 0 else None
         self.word_dropout = WordDropout(config.word_dropout)
+        self.correction_dropout = config.vector_correction_dropout
         self.dropout = nn.Dropout(config.embedding_dropout)
         self.vocab_size = config.vocab_size
 
@@ -176,9 +179,14 @@ class BiRNNEmbeddings(nn.Module):
         if self.learned_vocab_size < self.vocab_size:
             learned_ids = torch.where(input_ids < self.learned_vocab_size, input_ids, self.unlearned_id)
         embeddings = self.word_embeddings(learned_ids)
-        if self.word_vectors is not None:
-            embeddings = embeddings + self.word_vectors(input_ids)
-        return embeddings
+        if self.word_vectors is None:
+            return embeddings
+        vectors, has_vector = self.word_vectors(input_ids)
+        if self.training and self.correction_dropout > 0:
+            # a training word seen as an unseen word is: its vector alone (Lample et al. 2016 train <UNK> so)
+            dropped = has_vector & (torch.rand_like(vectors[..., 0]) < self.correction_dropout)
+            embeddings = embeddings.masked_fill(dropped.unsqueeze(-1), 0.0)
+        return embeddings + vectors
 
     def forward(
         self, input_ids: torch.LongTensor | None = None, inputs_embeds: torch.Tensor | None = None
@@ -487,7 +495,7 @@ class SpanLayout:
 
 
 # The cost of a group of rows, in units of one row's step, is its length × (rows + STEP_OVERHEAD_ROWS) +
-# GROUP_OVERHEAD: a recurrence step of a few rows costs more than its share (measured, `scripts/benchmarks`), and
+# GROUP_OVERHEAD: a recurrence step of a few rows costs more than its share (`scripts/benchmarks` measures it), and
 # each group pays a fixed cost for its calls, which keeps batches of similar lengths whole.
 STEP_OVERHEAD_ROWS = 4
 GROUP_OVERHEAD = 32
@@ -843,7 +851,7 @@ class BiRNNPreTrainedModel(PreTrainedModel):
 
 class BiRNNModel(BiRNNPreTrainedModel):
     """Embeddings → stacked bidirectional layers. `last_hidden_state` is H_t of the last layer, zero at padding;
-    `pooler_output` is [H→ at each row's last real token ; H← at its first], the seed's sentence representation;
+    `pooler_output` is [H→ at each row's last real token ; H← at its first], a sentence representation; and
     `hidden_states` are the token vectors and every layer's H_t, the tensors the next layer reads."""
 
     def __init__(self, config: BiRNNConfig):
@@ -1103,7 +1111,8 @@ class BiRNNForCausalLM(BiRNNForMaskedLM):
 
 
 class BiRNNForSequenceClassification(BiRNNPreTrainedModel):
-    """Classifies a whole sequence from the pooled [H→_T ; H←_1]: the seed's sentence classifier."""
+    """Classifies a whole sequence from the pooled [H→_T ; H←_1]: the forward state at the last token and the
+    backward state at the first, each direction's summary of the whole sequence."""
 
     # The regression and multi-label losses are batch means that ignore `num_items_in_batch`, so Trainer's
     # multiplying the loss by the number of processes would double them under DDP. One label per row makes the

@@ -1,7 +1,7 @@
 """Fast CPU serving: int8 copies of a model for eager inference and pipelines, and an ONNX export with a runner.
 
 Every path keeps the model's handling of padding (see `SpanLayout`): left, right or two-sided padding gives the
-outputs of each row alone. `scripts/benchmark.py` measures what they gain; `tests/test_serving.py` checks their
+outputs of each row alone. `scripts/benchmarks/run.py` measures what they gain; `tests/test_serving.py` checks their
 labels against eager fp32.
 """
 
@@ -47,20 +47,18 @@ def quantize_for_cpu(
     `pipeline("token-classification", model=quantized, tokenizer=...)`. Keep saving the fp32 model.
 
     `backend="onnxruntime"` (needs the `onnx` extra) exports the model with `export_onnx(quantize=True)` and returns
-    an `OnnxRuntimeModel` that runs it: ONNX Runtime's int8 LSTM is one fused kernel, 2.94× eager fp32 on the
-    WNUT-17 dev set with AVX-512 VNNI, 2.05× with AVX2 (README, Performance). `threads` sets its intra-op threads
-    (default: ONNX Runtime's).
+    an `OnnxRuntimeModel` that runs it: ONNX Runtime's int8 LSTM is one fused kernel, the fastest CPU path
+    (`docs/benchmarks/int8.md`). `threads` sets its intra-op threads (default: ONNX Runtime's).
 
     `backend="torch"` uses dynamic quantization (`torch.ao.quantization.quantize_dynamic`), the one path in torch
-    2.13 with int8 recurrent kernels (torchao's `quantize_` covers linear layers only), though deprecated in
-    favour of torchao. Its int8 LSTM runs the gate maths as separate small ops at every step: 1.61× eager fp32
-    (1.25× with AVX2), and on small models it gains nothing (2 × 128 hidden units: 0.88–0.96×); prefer
-    `backend="onnxruntime"` where the extra is installed. Plain RNN cells stay fp32. It keeps the torch module
-    (`inputs_embeds`, hidden states).
+    with int8 recurrent kernels (torchao's `quantize_` covers linear layers only), though deprecated in favour of
+    torchao. Its int8 LSTM runs the gate maths as separate small ops at every step, so on small models it gains
+    little or nothing; prefer `backend="onnxruntime"` where the extra is installed. Plain RNN cells stay fp32. It
+    keeps the torch module (`inputs_embeds`, hidden states).
 
     Both quantize activations on the fly with one scale per tensor: because the scale spans the batch, outputs move
-    slightly with batch mates and padding; predicted labels stay ≥ 99.5% identical (`scripts/benchmark.py --only
-    int8`).
+    slightly with batch mates and padding, and a few labels can differ from fp32 (`scripts/benchmarks/run.py --only
+    int8` counts them).
 
     >>> tagger = AutoModelForTokenClassification.from_pretrained("outputs/wnut17-birnn")
     >>> quantized = quantize_for_cpu(tagger, backend="onnxruntime")
@@ -129,7 +127,7 @@ def _export_graph(graph: _OnnxGraph, path: Path) -> None:
     input_names = ["input_ids", "attention_mask"]
     with _quiet_exporter():
         if model.config.cell_type == "rnn":
-            # torch 2.13's exporter has no ONNX translation of `aten.rnn_tanh` / `rnn_relu`: it unrolls the
+            # torch's dynamo exporter has no ONNX translation of `aten.rnn_tanh` / `rnn_relu`: it unrolls the
             # recurrence and so freezes the length. The TorchScript exporter maps `nn.RNN` to the ONNX RNN op.
             token_axes = {0: "batch", 1: "sequence"}
             axes = {"pooler_output": {0: "batch"}}
@@ -155,7 +153,7 @@ def _export_graph(graph: _OnnxGraph, path: Path) -> None:
             optimize=False,
         )
         # only the constant folding of `optimize=True` (which the int8 quantizer needs: it quantizes initializers):
-        # its rewrite rule MaterializeReshapeShape (onnxscript 0.7) bakes the example's length into the reshape
+        # its rewrite rule MaterializeReshapeShape (onnxscript) bakes the example's length into the reshape
         # after each steps-first LSTM, and the graph then fails on any other length
         onnxscript.optimizer.fold_constants(program.model)
         onnxscript.optimizer.remove_unused_nodes(program.model)
@@ -183,7 +181,7 @@ def model_classes() -> dict[str, type[BiRNNPreTrainedModel]]:
 
 
 def _clear_rnn_dispatch_caches() -> None:
-    """While exporting, torch 2.13 swaps in while-loop decompositions of LSTM and GRU that keep the length dynamic,
+    """While exporting, torch swaps in while-loop decompositions of LSTM and GRU that keep the length dynamic,
     but does not clear the ops' dispatch caches: a second export in the same process then unrolls the loop and
     freezes the length at the example's."""
     for op in (torch.ops.aten.lstm.input, torch.ops.aten.gru.input):
@@ -324,6 +322,22 @@ class OnnxRuntimeModel(nn.Module):
         shapes = {output.name: output.shape for output in self.session.get_outputs()}
         leading = {2: (batch_size,), 3: (batch_size, seq_len)}
         return {name: torch.zeros(*leading[len(shapes[name])], shapes[name][-1]) for name in self.output_names}
+
+
+class _ShortPipelineWarning(logging.Filter):
+    """transformers' pipelines check the model's class name against their registry and log every supported model
+    (several KB on one line) for `OnnxRuntimeModel`, which serves them all the same: one short line instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message.startswith("The model 'OnnxRuntimeModel' is not supported"):
+            record.msg = "OnnxRuntimeModel stands in for the exported BiRNN model (transformers checks class names)."
+            record.args = ()
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+logging.getLogger("transformers.pipelines.base").addFilter(_ShortPipelineWarning())
 
 
 def _import_onnxruntime():

@@ -201,8 +201,16 @@ class WordTagScorer:
             rows.append([self.id2label[i] for i in label_ids])
         return rows
 
+    def scores(self, prediction_ids: np.ndarray) -> dict[str, float]:
+        """Every score of the split: overall, and per entity type for NER (`PER_f1`, `PER_number`, …)."""
+        return self.score(self.gold_tags, self.predicted_tags(prediction_ids))
+
     def __call__(self, eval_prediction) -> dict[str, float]:
-        return self.score(self.gold_tags, self.predicted_tags(eval_prediction.predictions))
+        """The overall scores only, which `Trainer` logs after each evaluation (per-type scores go to the files)."""
+        return {name: value for name, value in self.scores(eval_prediction.predictions).items() if name in OVERALL}
+
+
+OVERALL = ("precision", "recall", "f1", "accuracy")
 
 
 def write_conll_predictions(

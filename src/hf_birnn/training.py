@@ -2,15 +2,17 @@
 order, building a fresh model (with pretrained word vectors or without), config overrides, and the training-curve
 plot."""
 
+import argparse
 import dataclasses
 import json
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import AutoTokenizer, PreTrainedTokenizerBase, Trainer, TrainingArguments
+from transformers import AutoTokenizer, HfArgumentParser, PreTrainedTokenizerBase, Trainer, TrainingArguments
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from .configuration_birnn import BiRNNConfig
@@ -330,8 +332,11 @@ def _typed_value(text: str) -> object:
         return text
 
 
-def plot_training_curves(log_history: list[dict], metric_name: str, path: Path) -> None:
-    """Training and validation loss per epoch, and the validation metric per epoch, side by side (PNG)."""
+def plot_training_curves(
+    log_history: list[dict], metric_name: str, path: Path, kept_epoch: float | None = None
+) -> None:
+    """Training and validation loss per epoch, and the validation metric per epoch, side by side (PNG), with the
+    epoch whose checkpoint was kept marked."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -346,6 +351,10 @@ def plot_training_curves(log_history: list[dict], metric_name: str, path: Path) 
         epochs = [entry["epoch"] for entry in evals]
         loss_axis.plot(epochs, [entry["eval_loss"] for entry in evals], marker="o", label="validation loss")
         metric_axis.plot(epochs, [entry.get(f"eval_{metric_name}") for entry in evals], marker="o", color="C2")
+    if kept_epoch is not None:
+        for axis in (loss_axis, metric_axis):
+            axis.axvline(kept_epoch, color="C3", linestyle="--", linewidth=1, label=f"kept: epoch {kept_epoch:g}")
+        metric_axis.legend()
     loss_axis.set(xlabel="epoch", ylabel="loss", title="Loss")
     if train or evals:
         loss_axis.legend()
@@ -364,8 +373,9 @@ class BiRNNTrainingArguments(TrainingArguments):
     overwrite_output_dir: bool = field(
         default=False,
         metadata={
-            "help": "Replace the run already in --output_dir (its checkpoints are removed first). Without it such a "
-            "folder is refused, unless --resume_from_checkpoint continues it."
+            "help": "Replace the run already in --output_dir (its subfolders, checkpoints and logs, are removed "
+            "first). Without it such a folder is refused, unless --resume_from_checkpoint continues it from one of "
+            "its checkpoints."
         },
     )
 
@@ -380,11 +390,13 @@ class BiRNNTrainingArguments(TrainingArguments):
 
 def prepare_run(args: BiRNNTrainingArguments) -> str | None:
     """Resolve `--resume_from_checkpoint` to a complete checkpoint (`last` or a run folder: its newest complete
-    one) and refuse an output folder that holds another run; returns the checkpoint to resume from."""
+    one) and refuse an output folder that holds another run (a checkpoint of another folder resumed there would mix
+    two runs in it); returns the checkpoint to resume from."""
     resume = resolve_resume_checkpoint(args.resume_from_checkpoint, args.output_dir)
     args.resume_from_checkpoint = resume
     if args.do_train:
-        prepare_output_dir(args.output_dir, args.overwrite_output_dir, resume is not None, args.process_index == 0)
+        continues = resume is not None and Path(resume).resolve().parent == Path(args.output_dir).resolve()
+        prepare_output_dir(args.output_dir, args.overwrite_output_dir, continues, args.process_index == 0)
     return resume
 
 
@@ -409,12 +421,47 @@ def training_arguments_with_defaults(class_name: str, module: str, **defaults) -
     if unknown:
         raise ValueError(f"Not TrainingArguments fields: {unknown}")
     fields = [
-        (name, base_fields[name].type, dataclasses.field(default=value, metadata=base_fields[name].metadata))
+        (name, field.type, dataclasses.field(default=value, metadata=metadata_for_new_default(field)))
         for name, value in defaults.items()
+        for field in (base_fields[name],)
     ]
     arguments_class = dataclasses.make_dataclass(class_name, fields, bases=(BiRNNTrainingArguments,))
     arguments_class.__module__ = module
     return arguments_class
+
+
+def metadata_for_new_default(base_field: dataclasses.Field) -> dict:
+    """The field's metadata with the help's own words about its default dropped ("'random' (default)", "Defaults
+    to 'loss'."): `--help` appends the default the script really uses."""
+    metadata = dict(base_field.metadata)
+    help_text = re.sub(r" \(default\)", "", metadata.get("help", ""))
+    metadata["help"] = re.sub(r"\s*Defaults (to|based on) [^.]*\.", "", help_text).strip()
+    return metadata
+
+
+class ScriptHelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Flags with their defaults, and the script's description (with its example command) as written."""
+
+
+def configure_script_logging() -> None:
+    """One line per log record; transformers' warnings but not its info; the Trainer's progress bars but none for
+    each weight load or shard write."""
+    import transformers
+
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
+    transformers.utils.logging.set_verbosity_warning()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def script_parser(dataclass_types: tuple[type, ...], description: str) -> HfArgumentParser:
+    """The parser of a training script: `--help` opens with the script's description and example, then every flag
+    with its default (a usage line listing all of them would run to a hundred lines)."""
+    return HfArgumentParser(
+        dataclass_types,
+        description=description,
+        usage="%(prog)s [--flag value ...]  (or one JSON file of flags)",
+        formatter_class=ScriptHelpFormatter,
+    )
 
 
 RNN_TRAINING_DEFAULTS = {
