@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from hf_birnn import BiRNNConfig, BiRNNForTokenClassification, BiRNNModel
+from hf_birnn.testing_utils import pad_batch
 
 CHECKS = ("padding", "training", "throughput")
 CELL_TYPES = ("rnn", "gru", "lstm")
@@ -63,14 +64,6 @@ def tf32_disabled() -> Iterator[None]:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
-def pad_batch(rows: list[torch.Tensor], side: str, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
-    input_ids = torch.zeros(len(rows), seq_len, dtype=torch.long)
-    attention_mask = torch.zeros(len(rows), seq_len, dtype=torch.long)
-    for i, row in enumerate(rows):
-        span = slice(0, len(row)) if side == "right" else slice(seq_len - len(row), seq_len)
-        input_ids[i, span] = row
-        attention_mask[i, span] = 1
-    return input_ids, attention_mask
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -62,6 +62,8 @@ from hf_birnn.training import (
     load_or_train_tokenizer,
     prepare_run,
     script_parser,
+    script_trainer,
+    train_if_asked,
     training_arguments_with_defaults,
 )
 
@@ -248,22 +250,17 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     logger.info("Rows per split: %s", {split: len(rows) for split, rows in raw.items()})
 
     encoded = tokenize(raw, tokenizer, data_args.max_seq_length)
-    trainer = BiRNNTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=encoded.get("train") if training_args.do_train else None,
-        eval_dataset=encoded.get("validation") if training_args.do_eval else None,
-        processing_class=tokenizer,
-        data_collator=DataCollatorWithPadding(tokenizer),
+    trainer = script_trainer(
+        model,
+        training_args,
+        encoded,
+        tokenizer,
+        DataCollatorWithPadding(tokenizer),
         compute_metrics=compute_classification_metrics,
         preprocess_logits_for_metrics=argmax_logits,
     )
 
-    results: dict[str, float] = {}
-    if training_args.do_train:
-        train_result = trainer.train(resume_from_checkpoint=resume)
-        results.update(train_result.metrics)
-        trainer.log_metrics("train", train_result.metrics)
+    results = train_if_asked(trainer, resume)
     if training_args.do_eval and "validation" in encoded:
         metrics = trainer.evaluate()
         trainer.log_metrics("eval", metrics)

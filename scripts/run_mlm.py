@@ -53,6 +53,8 @@ from hf_birnn.training import (
     load_or_train_tokenizer,
     prepare_run,
     script_parser,
+    script_trainer,
+    train_if_asked,
     training_arguments_with_defaults,
 )
 from hf_birnn.training import ModelArguments as SharedModelArguments
@@ -218,24 +220,19 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     for split, rows in encoded.items():
         logger.info("%s: %d rows, %d tokens", split, len(rows), sum(map(len, rows["input_ids"])))
 
-    trainer = BiRNNTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=encoded.get("train") if training_args.do_train else None,
-        eval_dataset=encoded.get("validation") if training_args.do_eval else None,
-        processing_class=tokenizer,
-        data_collator=DataCollatorForMaskedLM(
+    trainer = script_trainer(
+        model,
+        training_args,
+        encoded,
+        tokenizer,
+        DataCollatorForMaskedLM(
             tokenizer, mlm_probability=data_args.mlm_probability, seed=training_args.seed
         ),
         compute_metrics=masked_token_accuracy,
         preprocess_logits_for_metrics=predicted_token_ids,
     )
 
-    results: dict[str, float] = {}
-    if training_args.do_train:
-        train_result = trainer.train(resume_from_checkpoint=resume)
-        results.update(train_result.metrics)
-        trainer.log_metrics("train", train_result.metrics)
+    results = train_if_asked(trainer, resume)
     if training_args.do_eval and "validation" in encoded:
         metrics = trainer.evaluate()
         metrics["eval_perplexity"] = math.exp(metrics["eval_loss"])

@@ -61,6 +61,8 @@ from hf_birnn.training import (
     load_or_train_tokenizer,
     prepare_run,
     script_parser,
+    script_trainer,
+    train_if_asked,
     training_arguments_with_defaults,
 )
 
@@ -319,22 +321,17 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         for split in ("validation", "test")
         if split in encoded
     }
-    trainer = BiRNNTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=encoded.get("train") if training_args.do_train else None,
-        eval_dataset=encoded.get("validation") if training_args.do_eval else None,
-        processing_class=tokenizer,
-        data_collator=DataCollatorForTokenClassification(tokenizer),
+    trainer = script_trainer(
+        model,
+        training_args,
+        encoded,
+        tokenizer,
+        DataCollatorForTokenClassification(tokenizer),
         compute_metrics=scorers.get("validation"),
         preprocess_logits_for_metrics=predicted_tag_ids,
     )
 
-    results: dict[str, float] = {}
-    if training_args.do_train:
-        train_result = trainer.train(resume_from_checkpoint=resume)
-        results.update(train_result.metrics)
-        trainer.log_metrics("train", train_result.metrics)
+    results = train_if_asked(trainer, resume)
     predicted_tags = None
     scored_splits = {"validation": ("eval", training_args.do_eval), "test": ("test", training_args.do_predict)}
     for split, (prefix, wanted) in scored_splits.items():

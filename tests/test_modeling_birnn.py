@@ -28,6 +28,7 @@ from hf_birnn import (
     modeling_birnn,
 )
 from hf_birnn.modeling_birnn import length_groups
+from hf_birnn.testing_utils import pad_batch
 
 ALL_MODEL_CLASSES = (BiRNNModel, BiRNNForTokenClassification, BiRNNForMaskedLM, BiRNNForSequenceClassification)
 CELL_TYPES = ("rnn", "gru", "lstm")
@@ -262,14 +263,6 @@ def test_token_classification_output_layer_is_affine_in_h(tester):
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def pad_batch(rows: list[torch.Tensor], side: str, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
-    input_ids = torch.zeros(len(rows), seq_len, dtype=torch.long)
-    attention_mask = torch.zeros(len(rows), seq_len, dtype=torch.long)
-    for i, row in enumerate(rows):
-        span = slice(0, len(row)) if side == "right" else slice(seq_len - len(row), seq_len)
-        input_ids[i, span] = row
-        attention_mask[i, span] = 1
-    return input_ids, attention_mask
 
 
 # a batch of mixed lengths that `length_groups` runs in groups of similar length, and one too small to group

@@ -38,6 +38,7 @@ from hf_birnn import (
     BiRNNPreTrainedModel,
 )
 from hf_birnn.configuration_birnn import CELL_TYPES, NONLINEARITIES
+from hf_birnn.testing_utils import pad_batch
 
 ATOL = 1e-5
 VOCAB_SIZE = 17
@@ -63,15 +64,6 @@ def tiny_config(**overrides) -> BiRNNConfig:
     return BiRNNConfig(**{**defaults, **overrides})
 
 
-def pad_batch(rows: list[torch.Tensor], side: str, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pad `rows` with id 0 to `seq_len` on `side`; returns `input_ids` and `attention_mask`."""
-    input_ids = torch.zeros(len(rows), seq_len, dtype=torch.long)
-    attention_mask = torch.zeros(len(rows), seq_len, dtype=torch.long)
-    for i, row in enumerate(rows):
-        span = slice(0, len(row)) if side == "right" else slice(seq_len - len(row), seq_len)
-        input_ids[i, span] = row
-        attention_mask[i, span] = 1
-    return input_ids, attention_mask
 
 
 def random_rows(lengths: list[int], seed: int) -> list[torch.Tensor]:

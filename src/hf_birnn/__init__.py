@@ -45,12 +45,4 @@ _register()
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "BiRNNConfig",
-    "BiRNNForCausalLM",
-    "BiRNNForMaskedLM",
-    "BiRNNForSequenceClassification",
-    "BiRNNForTokenClassification",
-    "BiRNNModel",
-    "BiRNNPreTrainedModel",
-]
+__all__ = ["BiRNNConfig", "BiRNNPreTrainedModel", *sorted(model.__name__ for model in AUTO_CLASSES.values())]

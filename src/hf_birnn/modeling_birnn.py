@@ -786,6 +786,22 @@ class BiRNNPreTrainedModel(PreTrainedModel):
             elif name.startswith("bias"):
                 init.zeros_(parameter)
 
+    def encode(
+        self,
+        input_ids: torch.LongTensor | None,
+        attention_mask: torch.Tensor | None,
+        inputs_embeds: torch.Tensor | None,
+        output_hidden_states: bool | None,
+    ) -> BaseModelOutputWithPooling:
+        """A head's view of its inputs: the base model's outputs, as a `ModelOutput` whatever `return_dict` says."""
+        return self.base_model(
+            input_ids,
+            attention_mask=attention_mask,
+            inputs_embeds=inputs_embeds,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+        )
+
     def token_loss(self, logits: torch.Tensor, labels: torch.Tensor, **loss_kwargs) -> torch.Tensor:
         """transformers' token loss (`self.loss_function`), 0 for a batch without a labelled token, whose mean is 0/0
         (a row of padding only, a masked-LM batch where no token was picked): the CRF head gives 0 there too."""
@@ -983,13 +999,7 @@ class BiRNNForTokenClassification(BiRNNPreTrainedModel):
         labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
             Tag ids in `[0, num_labels)`; `-100` marks tokens without a loss (padding, non-first sub-tokens).
         """
-        outputs = self.birnn(
-            input_ids,
-            attention_mask=attention_mask,
-            inputs_embeds=inputs_embeds,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
-        )
+        outputs = self.encode(input_ids, attention_mask, inputs_embeds, output_hidden_states)
         logits = self.classifier(self.dropout(outputs.last_hidden_state))
         if labels is not None:
             check_class_labels(labels, tuple(logits.shape[:2]), self.num_labels, label_map_hint(self.config))
@@ -1068,13 +1078,7 @@ class BiRNNForMaskedLM(BiRNNPreTrainedModel):
             Token ids to predict (the original ids at masked positions for a masked LM, the input ids for a causal
             LM, whose loss shifts them), `-100` where no loss is wanted.
         """
-        outputs = self.birnn(
-            input_ids,
-            attention_mask=attention_mask,
-            inputs_embeds=inputs_embeds,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
-        )
+        outputs = self.encode(input_ids, attention_mask, inputs_embeds, output_hidden_states)
         logits = self.lm_head(outputs.last_hidden_state)
         loss = None
         if labels is not None:
@@ -1144,13 +1148,7 @@ class BiRNNForSequenceClassification(BiRNNPreTrainedModel):
             Class ids; floats for regression (`num_labels == 1`), or 0/1 floats of shape `(batch_size, num_labels)`
             for multi-label classification.
         """
-        outputs = self.birnn(
-            input_ids,
-            attention_mask=attention_mask,
-            inputs_embeds=inputs_embeds,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
-        )
+        outputs = self.encode(input_ids, attention_mask, inputs_embeds, output_hidden_states)
         logits = self.classifier(self.dropout(outputs.pooler_output))
         loss = None
         if labels is not None:

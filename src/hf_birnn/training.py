@@ -388,6 +388,29 @@ class BiRNNTrainingArguments(TrainingArguments):
             )
 
 
+def script_trainer(model, args: TrainingArguments, encoded, tokenizer, data_collator, **metric_functions):
+    """The `BiRNNTrainer` of a training script: its splits as `--do_train` / `--do_eval` ask, the tokenizer saved
+    with each checkpoint, and `compute_metrics` / `preprocess_logits_for_metrics` as given."""
+    return BiRNNTrainer(
+        model=model,
+        args=args,
+        train_dataset=encoded.get("train") if args.do_train else None,
+        eval_dataset=encoded.get("validation") if args.do_eval else None,
+        processing_class=tokenizer,
+        data_collator=data_collator,
+        **metric_functions,
+    )
+
+
+def train_if_asked(trainer: Trainer, resume_from_checkpoint: str | None) -> dict[str, float]:
+    """Train when `--do_train` asks (resuming from the checkpoint, if any); returns the logged training metrics."""
+    if not trainer.args.do_train:
+        return {}
+    metrics = trainer.train(resume_from_checkpoint=resume_from_checkpoint).metrics
+    trainer.log_metrics("train", metrics)
+    return metrics
+
+
 def prepare_run(args: BiRNNTrainingArguments) -> str | None:
     """Resolve `--resume_from_checkpoint` to a complete checkpoint (`last` or a run folder: its newest complete
     one) and refuse an output folder that holds another run (a checkpoint of another folder resumed there would mix

@@ -1,0 +1,15 @@
+"""Helpers for tests and checks of BiRNN models (as `transformers.testing_utils` is for transformers' own)."""
+
+import torch
+
+
+def pad_batch(rows: list[torch.Tensor], side: str, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`input_ids` and `attention_mask` (len(rows), seq_len) of the id `rows`, padded with id 0 on `side`
+    (`"right"` or `"left"`)."""
+    input_ids = torch.zeros(len(rows), seq_len, dtype=torch.long)
+    attention_mask = torch.zeros(len(rows), seq_len, dtype=torch.long)
+    for i, row in enumerate(rows):
+        span = slice(0, len(row)) if side == "right" else slice(seq_len - len(row), seq_len)
+        input_ids[i, span] = row
+        attention_mask[i, span] = 1
+    return input_ids, attention_mask
