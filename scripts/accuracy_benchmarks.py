@@ -40,8 +40,8 @@ SCRATCH_POS = (
     "classifier_dropout=0.3,word_dropout=0.05,character_filters=50,embedding_initializer_range=1.0"
 )
 VECTORS_POS = (
-    "hidden_size=256,num_hidden_layers=2,cell_type=lstm,character_filters=50,embedding_dropout=0.5,"
-    "hidden_dropout=0.5,classifier_dropout=0.5,word_dropout=0.1"
+    "hidden_size=256,num_hidden_layers=2,cell_type=lstm,character_filters=50,embedding_dropout=0.3,"
+    "hidden_dropout=0.3,classifier_dropout=0.3,word_dropout=0.05"
 )
 CONLL_FILES = "--train_file {data}/conll2003/eng.train --validation_file {data}/conll2003/eng.testa " + (
     "--test_file {data}/conll2003/eng.testb --conll_column_names tokens,pos,chunk,ner_tags "
@@ -156,6 +156,7 @@ def run_one(name: str, seed: int, args: argparse.Namespace) -> Path:
     if completed.returncode != 0:
         raise RuntimeError(f"{name} seed {seed} failed (exit {completed.returncode}); see {log_path}")
     record = {
+        "load_seconds": load_seconds(folder, TASKS[name]),
         "task": name,
         "seed": seed,
         "command": "OMP_NUM_THREADS=1 python " + shlex.join(command[1:]).replace(str(REPO_ROOT) + "/", ""),
@@ -167,6 +168,26 @@ def run_one(name: str, seed: int, args: argparse.Namespace) -> Path:
     (folder / "run.json").write_text(json.dumps(record, indent=2) + "\n")
     print(f"{name} seed {seed}: done in {record['wall_seconds'] / 60:.1f} min", flush=True)
     return folder
+
+
+LOAD_TIMER = """
+import sys, time
+import hf_birnn
+from transformers import pipeline
+started = time.perf_counter()
+pipeline(sys.argv[2], model=sys.argv[1], device="cpu")
+print(time.perf_counter() - started)
+"""
+
+
+def load_seconds(folder: Path, task: Task) -> float:
+    """Seconds a fresh process takes to build the saved model's pipeline (weights, config and tokenizer), its
+    imports aside: what a user waits for `pipeline(..., model=folder)`."""
+    pipeline_task = "token-classification" if task.script == "run_ner.py" else "text-classification"
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, "-c", LOAD_TIMER, str(folder), pipeline_task]
+    output = subprocess.run(command, env=environment, capture_output=True, text=True, check=True).stdout
+    return round(float(output.split()[-1]), 2)
 
 
 def machine_description() -> str:
@@ -188,11 +209,16 @@ def versions() -> dict[str, str]:
 
 
 def collect_runs(output_dir: Path, name: str) -> list[dict]:
-    """One entry per finished run of `name`: its record and results."""
+    """One entry per finished run of `name`: its record (its load time measured now if it has none) and results."""
     runs = []
     for folder in sorted((output_dir / name).glob("seed-*")):
-        if (folder / "run.json").is_file() and (folder / "all_results.json").is_file():
-            runs.append({**json.loads((folder / "run.json").read_text()), "results": read_results(folder)})
+        if not ((folder / "run.json").is_file() and (folder / "all_results.json").is_file()):
+            continue
+        record = json.loads((folder / "run.json").read_text())
+        if "load_seconds" not in record:
+            record["load_seconds"] = load_seconds(folder, TASKS[name])
+            (folder / "run.json").write_text(json.dumps(record, indent=2) + "\n")
+        runs.append({**record, "results": read_results(folder)})
     return runs
 
 
@@ -219,16 +245,21 @@ def task_section(name: str, runs: list[dict]) -> list[str]:
     }
     minutes = [run["results"]["train_runtime"] / 60 for run in runs]
     first_split, second_split = (f"{split} {task.metric}" for split in task.splits)
-    lines += [f"| seeds | {first_split} | {second_split} | training time | saved size |"]
-    lines += ["| --- | ---: | ---: | ---: | ---: |"]
+    lines += [f"| seeds | {first_split} | {second_split} | training time | saved size | pipeline load time |"]
+    lines += ["| --- | ---: | ---: | ---: | ---: | ---: |"]
+    load_times = [run.get("load_seconds") for run in runs if run.get("load_seconds") is not None]
+    load_range = f"{min(load_times):.1f}–{max(load_times):.1f} s" if load_times else "–"
     lines.append(
         f"| {len(runs)} (mean ± std) | {mean_and_spread(scores[task.splits[0]])} | "
         f"{mean_and_spread(scores[task.splits[1]])} | {min(minutes):.1f}–{max(minutes):.1f} min | "
-        f"{runs[0]['results']['saved_mb']:.0f} MB |"
+        f"{runs[0]['results']['saved_mb']:.0f} MB | {load_range} |"
     )
     for run, first, second, minute in zip(runs, *scores.values(), minutes, strict=True):
-        lines.append(f"| seed {run['seed']} | {first:.2f} | {second:.2f} | {minute:.1f} min | |")
-    lines += ["", "```bash", runs[0]["command"].replace(f"--seed {runs[0]['seed']}", "--seed $SEED"), "```", ""]
+        lines.append(f"| seed {run['seed']} | {first:.2f} | {second:.2f} | {minute:.1f} min | | |")
+    seed = runs[0]["seed"]
+    command = runs[0]["command"].replace(f"--seed {seed}", "--seed $SEED").replace(f"seed-{seed}", "seed-$SEED")
+    seeds = " ".join(str(run["seed"]) for run in runs)
+    lines += ["", "```bash", f"for SEED in {seeds}; do", command, "done", "```", ""]
     return lines
 
 

@@ -34,18 +34,24 @@ def test_training_arguments_defaults_keep_the_help_text():
 
 
 def test_trainer_stops_at_a_non_finite_loss_naming_the_step(tmp_path):
+    """A diverged step (here: an input whose embedding overflowed to inf) stops training with the step named;
+    a batch without a labelled token is no divergence: its loss is 0."""
     from transformers import TrainingArguments
 
     from hf_birnn import BiRNNConfig, BiRNNForTokenClassification
     from hf_birnn.training import BiRNNTrainer
 
     model = BiRNNForTokenClassification(BiRNNConfig(vocab_size=20, embedding_size=4, hidden_size=4, num_labels=2))
-    rows = [{"input_ids": [1, 2, 3], "labels": [0, 1, 0]}] * 4 + [{"input_ids": [4, 5, 6], "labels": [-100] * 3}] * 4
+    with torch.no_grad():
+        model.birnn.embeddings.word_embeddings.weight[7] = float("inf")
+    unlabelled = [{"input_ids": [4, 5, 6], "labels": [-100] * 3}] * 4
+    diverging = [{"input_ids": [7, 2, 3], "labels": [0, 1, 0]}] * 4
+    rows = [{"input_ids": [1, 2, 3], "labels": [0, 1, 0]}] * 4 + unlabelled + diverging
     args = TrainingArguments(
         output_dir=str(tmp_path), per_device_train_batch_size=4, train_sampling_strategy="sequential", report_to="none"
     )
     trainer = BiRNNTrainer(model=model, args=args, train_dataset=rows, data_collator=collate_rows)
-    with pytest.raises(FloatingPointError, match="at step 2"):
+    with pytest.raises(FloatingPointError, match="at step 3"):
         trainer.train()
 
 

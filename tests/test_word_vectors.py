@@ -27,7 +27,7 @@ from hf_birnn.word_vectors import (
 )
 
 DIM = 8
-VECTOR_WORDS = ["the", ".", "in", "lives", "visited", "paris", "london", "kazakhstan", "anna", "1996", "u.s."]
+VECTOR_WORDS = ["the", ".", "in", "lives", "visited", "paris", "london", "kazakhstan", "anna", "1996", "u.s.", "жук"]
 TRAINING_TEXTS = ["Anna lives in Paris .", "Bob visited London in 1996 .", "Anna visited the U.S. ."] * 4
 LABELS = {0: "O", 1: "B-PER", 2: "I-PER", 3: "B-LOC", 4: "I-LOC"}
 ATOL = 1e-5
@@ -195,8 +195,9 @@ def test_tokens_follow_the_vectors_tokenization_and_unknown_words_become_pieces(
     assert words == ["Anna", "'s", "U.S.", "trip", "did", "n't", "cost", "1,000", "(", "London", ")", "...", "O'Neill"]
     tokens = tokenizer.tokenize("Anna visited the U.S. and KAZAKHSTAN (London).")
     assert tokens == ["Anna", "visited", "the", "U.S.", "a", "##n", "##d", "KAZAKHSTAN", "(", "London", ")", "."]
-    unknown = tokenizer.tokenize("Zorblax")  # in no vocabulary: WordPiece pieces, spelt out by the character CNN
-    assert len(unknown) > 1 and all(token.startswith("##") for token in unknown[1:]) and "[UNK]" not in unknown
+    for word in ("Zorblax", "Жжук"):  # in no vocabulary: pieces, spelt out by the character CNN (Ж from the vectors)
+        unknown = tokenizer.tokenize(word)
+        assert len(unknown) > 1 and all(token.startswith("##") for token in unknown[1:]) and "[UNK]" not in unknown
 
 
 def test_token_rows_use_lowercase_then_digit_normalised_lookups(tokenizer_and_learned, vectors):

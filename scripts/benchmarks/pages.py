@@ -110,4 +110,9 @@ def index_page(docs_dir: Path, sections: Sequence[Section]) -> str:
         "runs (`--only`) and this index; the other pages stay from their own runs.",
         markdown_table(["page", "date", "command"], rows) if rows else "No section has been run into this folder.",
     ]
+    if (docs_dir / "accuracy.md").is_file():
+        parts.append(
+            "Accuracy of the training recipes over several seeds: [accuracy.md](accuracy.md), written by "
+            "`scripts/accuracy_benchmarks.py`."
+        )
     return "\n\n".join(parts) + "\n"

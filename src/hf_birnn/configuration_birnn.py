@@ -32,8 +32,8 @@ class BiRNNConfig(PreTrainedConfig):
             weights, so the model still takes `input_ids` only.
         character_embedding_size (`int`, defaults to 32): width of the byte embeddings the character CNN reads.
         character_kernel_size (`int`, defaults to 3): width of the character-CNN filters, in bytes.
-        max_token_characters (`int`, defaults to 16): bytes of each token's text that the CNN reads (a leading
-            marker says whether the token starts a word or continues one).
+        max_token_characters (`int`, defaults to 16): symbols of each token's spelling that the CNN reads: a
+            marker (the token starts a word or continues one), then the UTF-8 bytes of its text.
         num_word_vectors (`int`, defaults to 0): rows of the pretrained word-vector table (GloVe, fastText,
             word2vec; width `embedding_size`) added to the learned embeddings; 0 turns them off. The vectors and the
             row of each token id are filled once (`model.set_word_vectors(...)`, done by `hf_birnn.word_vectors`) and
@@ -54,8 +54,8 @@ class BiRNNConfig(PreTrainedConfig):
         initializer_range (`float`, defaults to 0.02): std of the normal init of linear layers (and of the
             embeddings unless `embedding_initializer_range` is set).
         embedding_initializer_range (`float`, *optional*): std of the normal init of the token embeddings; defaults
-            to `initializer_range`. A recurrent cell starting from N(0, 0.02) inputs learns slowly: N(0, 1)
-            (PyTorch's own default for `nn.Embedding`) trains taggers trained from scratch faster (see the README).
+            to `initializer_range`. A recurrent cell reading N(0, 0.02) inputs learns slowly at first: N(0, 1)
+            (PyTorch's own default for `nn.Embedding`) helps masked-LM pretraining start.
         use_crf (`bool`, defaults to `False`): token classification decodes with a linear-chain CRF.
         crf_constraints (`str`, *optional*): `"iob2"` or `"bioes"`: the CRF never moves between tags in a way the
             scheme forbids (e.g. `O` → `I-PER`); the label names in `id2label` must follow the scheme.

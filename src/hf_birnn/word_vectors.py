@@ -239,6 +239,11 @@ def build_word_vector_tokenizer(
     learned_vocab_size = len(vocab)
     for word in word_vectors.words:
         vocab.update(dict.fromkeys([word.lower()] if lowercase else case_variants(word)))
+    vector_characters = {character for word in word_vectors.words for character in word}
+    if not lowercase:
+        vector_characters |= {character.upper() for character in vector_characters}
+    for character in sorted(vector_characters):  # pieces of their own, so no word of these characters is [UNK]
+        vocab.update(dict.fromkeys([character, "##" + character]))
     tokenizer = Tokenizer(
         models.WordPiece(
             {token: i for i, token in enumerate(vocab)},
