@@ -258,6 +258,7 @@ def task_section(name: str, runs: list[dict]) -> list[str]:
         lines.append(f"| seed {run['seed']} | {first:.2f} | {second:.2f} | {minute:.1f} min | | |")
     seed = runs[0]["seed"]
     command = runs[0]["command"].replace(f"--seed {seed}", "--seed $SEED").replace(f"seed-{seed}", "seed-$SEED")
+    command = command.replace(f"{REPO_ROOT.parent}/", "../")  # the data beside the clone, as --data_dir says
     seeds = " ".join(str(run["seed"]) for run in runs)
     lines += ["", "```bash", f"for SEED in {seeds}; do", command, "done", "```", ""]
     return lines
@@ -301,7 +302,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("tasks", nargs="+", choices=sorted(TASKS))
     run.add_argument("--seeds", nargs="+", type=int, default=[42, 43, 44])
     run.add_argument("--jobs", type=int, default=1, help="Runs at once (each uses one thread).")
-    run.add_argument("--data_dir", default=str(REPO_ROOT.parent / "shared" / "data"))
+    run.add_argument("--data_dir", default="../shared/data", help="Relative to the repository root.")
     report = commands.add_parser("report", help="Write the Markdown page from the runs on disk.")
     for command in (run, report):
         command.add_argument("--output_dir", type=Path, default=DEFAULT_OUTPUT_DIR)
