@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
+from hf_birnn.run_folders import RESUME_LAST, last_complete_checkpoint
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUTPUT_DIR = REPO_ROOT / "outputs" / "accuracy"
 DEFAULT_REPORT = REPO_ROOT / "docs" / "benchmarks" / "accuracy.md"
@@ -127,7 +129,9 @@ def run_folder(output_dir: Path, task: str, seed: int) -> Path:
     return output_dir / task / f"seed-{seed}"
 
 
-def command_of(task: Task, data_dir: str, folder: Path, seed: int) -> list[str]:
+def command_of(task: Task, data_dir: str, folder: Path, seed: int, resume: bool) -> list[str]:
+    """The training command; a run that was stopped resumes from its last complete checkpoint, which gives the
+    weights the uninterrupted run would have."""
     arguments = shlex.split(task.arguments.format(data=data_dir))
     return [
         sys.executable,
@@ -139,13 +143,14 @@ def command_of(task: Task, data_dir: str, folder: Path, seed: int) -> list[str]:
         str(seed),
         "--run_demo",
         "false",
-        "--overwrite_output_dir",
+        *(["--resume_from_checkpoint", RESUME_LAST] if resume else ["--overwrite_output_dir"]),
     ]
 
 
 def run_one(name: str, seed: int, args: argparse.Namespace) -> Path:
     folder = run_folder(args.output_dir, name, seed)
-    command = command_of(TASKS[name], args.data_dir, folder, seed)
+    resume = not (folder / "run.json").is_file() and last_complete_checkpoint(folder) is not None
+    command = command_of(TASKS[name], args.data_dir, folder, seed, resume)
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     folder.parent.mkdir(parents=True, exist_ok=True)
     log_path = folder.parent / f"seed-{seed}.log"
@@ -161,6 +166,7 @@ def run_one(name: str, seed: int, args: argparse.Namespace) -> Path:
         "seed": seed,
         "command": "OMP_NUM_THREADS=1 python " + shlex.join(command[1:]).replace(str(REPO_ROOT) + "/", ""),
         "wall_seconds": round(time.monotonic() - started, 1),
+        "resumed": resume,  # then `train_runtime` covers only the part after the restart
         "machine": machine_description(),
         "date": datetime.date.today().isoformat(),
         "versions": versions(),
@@ -244,6 +250,8 @@ def task_section(name: str, runs: list[dict]) -> list[str]:
         split: [100 * run["results"][f"{prefixes[split]}_{task.metric}"] for run in runs] for split in task.splits
     }
     minutes = [run["results"]["train_runtime"] / 60 for run in runs]
+    whole_minutes = [minute for run, minute in zip(runs, minutes, strict=True) if not run.get("resumed")]
+    time_range = f"{min(whole_minutes):.1f}–{max(whole_minutes):.1f} min" if whole_minutes else "–"
     first_split, second_split = (f"{split} {task.metric}" for split in task.splits)
     lines += [f"| seeds | {first_split} | {second_split} | training time | saved size | pipeline load time |"]
     lines += ["| --- | ---: | ---: | ---: | ---: | ---: |"]
@@ -251,11 +259,12 @@ def task_section(name: str, runs: list[dict]) -> list[str]:
     load_range = f"{min(load_times):.1f}–{max(load_times):.1f} s" if load_times else "–"
     lines.append(
         f"| {len(runs)} (mean ± std) | {mean_and_spread(scores[task.splits[0]])} | "
-        f"{mean_and_spread(scores[task.splits[1]])} | {min(minutes):.1f}–{max(minutes):.1f} min | "
+        f"{mean_and_spread(scores[task.splits[1]])} | {time_range} | "
         f"{runs[0]['results']['saved_mb']:.0f} MB | {load_range} |"
     )
     for run, first, second, minute in zip(runs, *scores.values(), minutes, strict=True):
-        lines.append(f"| seed {run['seed']} | {first:.2f} | {second:.2f} | {minute:.1f} min | | |")
+        duration = "resumed after a stop" if run.get("resumed") else f"{minute:.1f} min"
+        lines.append(f"| seed {run['seed']} | {first:.2f} | {second:.2f} | {duration} | | |")
     seed = runs[0]["seed"]
     command = runs[0]["command"].replace(f"--seed {seed}", "--seed $SEED").replace(f"seed-{seed}", "seed-$SEED")
     command = command.replace(f"{REPO_ROOT.parent}/", "../")  # the data beside the clone, as --data_dir says

@@ -69,12 +69,10 @@ def test_runnable_snippets_run_as_pasted(workspace, snippet_id, language, code):
         "TOKENIZERS_PARALLELISM": "false",
     }
     command = [sys.executable, "-c", code] if language == "python" else ["bash", "-euo", "pipefail", "-c", code]
+    root_before = {path.name for path in REPO_ROOT.iterdir()}
     result = subprocess.run(command, cwd=workspace, env=environment, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, f"{snippet_id} failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
-    assert not {path.name for path in REPO_ROOT.iterdir()} - SNIPPET_FREE_ROOT, "a snippet wrote into the repo root"
-
-
-SNIPPET_FREE_ROOT = {path.name for path in REPO_ROOT.iterdir()}
+    assert not {path.name for path in REPO_ROOT.iterdir()} - root_before, "a snippet wrote into the repo root"
 
 
 def test_the_guide_has_runnable_snippets():

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoTokenizer, pipeline
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
 from hf_birnn import BiRNNConfig, BiRNNForMaskedLM
 from hf_birnn.tokenization import train_wordpiece_tokenizer
@@ -181,7 +181,7 @@ def test_json_lines_run_starts_from_a_masked_lm_checkpoint(tmp_path):
         ]
     )  # fmt: skip
     assert {"eval_accuracy", "eval_macro_f1"} <= set(results)
-    classifier = run_classification.AutoModelForSequenceClassification.from_pretrained(tmp_path / "out")
+    classifier = AutoModelForSequenceClassification.from_pretrained(tmp_path / "out")
     assert list(classifier.config.id2label.values()) == sorted(LABEL_ORDER)
     for name, weight in pretrained.birnn.state_dict().items():
         torch.testing.assert_close(classifier.birnn.state_dict()[name], weight, atol=0, rtol=0)

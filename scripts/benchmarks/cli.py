@@ -42,7 +42,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds per measurement (median)")
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="cpu", help="process CPU time or wall-clock time")
     parser.add_argument("--only", default=",".join(SECTION_NAMES), help=f"comma-separated sections of {SECTION_NAMES}")
-    parser.add_argument("--model", default="outputs/wnut17-bilstm", help="trained tagger (scripts/run_ner.py)")
+    parser.add_argument("--model", default="outputs/wnut17-bilstm", help="trained tagger (see the command above)")
     parser.add_argument("--output_dir", default="outputs/benchmark", help="results.json and length_scaling.png")
     parser.add_argument(
         "--docs_dir",
