@@ -17,7 +17,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import shlex
 import statistics
 import subprocess
@@ -28,6 +27,7 @@ from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
+from hf_birnn.model_card import cpu_name
 from hf_birnn.run_folders import RESUME_LAST, last_complete_checkpoint
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -197,12 +197,7 @@ def load_seconds(folder: Path, task: Task) -> float:
 
 
 def machine_description() -> str:
-    cpu = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if "model name" in line]
-        cpu = names[0] if names else cpu
-    return f"{cpu}, {os.cpu_count()} cores, 1 thread per run"
+    return f"{cpu_name()}, {os.cpu_count()} cores, 1 thread per run"
 
 
 def versions() -> dict[str, str]:

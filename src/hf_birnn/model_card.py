@@ -83,16 +83,21 @@ class KeptCheckpoint:
         return f"The checkpoint of epoch {self.epoch:g} of {self.num_epochs:g} was kept: it had {best}."
 
 
+def cpu_name() -> str:
+    """The CPU's model name (from /proc/cpuinfo where there is one)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if "model name" in line]
+        if names:
+            return names[0]
+    return platform.processor() or platform.machine()
+
+
 def hardware_summary() -> str:
     """What the run trained on: the GPU, or the CPU and the threads torch used."""
     if torch.cuda.is_available():
         return f"{torch.cuda.device_count()} × {torch.cuda.get_device_name(0)}"
-    cpu = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if "model name" in line]
-        cpu = names[0] if names else cpu
-    return f"CPU ({cpu}, {os.cpu_count()} cores), {torch.get_num_threads()} torch thread(s)"
+    return f"CPU ({cpu_name()}, {os.cpu_count()} cores), {torch.get_num_threads()} torch thread(s)"
 
 
 def per_type_table(results: dict[str, float], prefixes: dict[str, str]) -> str:
