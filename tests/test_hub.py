@@ -25,6 +25,7 @@ from transformers import AutoModelForTokenClassification, AutoTokenizer, pipelin
 
 from hf_birnn import BiRNNConfig, BiRNNForTokenClassification
 from hf_birnn.hub import files_to_upload
+from hf_birnn.testing_utils import WITHOUT_HF_BIRNN
 from hf_birnn.tokenization import train_wordpiece_tokenizer
 
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
@@ -46,19 +47,11 @@ import run_ner
 run_ner.main(json.loads(sys.argv[2]))
 """
 
+# run after WITHOUT_HF_BIRNN (remote code), or after `import hf_birnn`, which registers the classes: then no code
+# from the repo runs
 LOAD_BY_REPO_ID = """
 import json, sys
 settings = json.loads(sys.argv[1])
-if settings["remote_code"]:
-    sys.modules["hf_birnn"] = None  # make `import hf_birnn` fail, as where the package is not installed
-    try:
-        import hf_birnn
-    except ImportError:
-        pass
-    else:
-        raise SystemExit("hf_birnn was importable")
-else:
-    import hf_birnn  # registers the BiRNN classes: no code from the repo runs
 import torch
 from transformers import AutoModelForTokenClassification, AutoTokenizer, pipeline
 
@@ -427,7 +420,8 @@ def loaded_by_repo_id(script_push, hub_env, tmp_path_factory) -> dict[bool, tupl
         env = {**hub_env, "HF_HOME": str(home), "HF_HUB_CACHE": str(home / "hub"), "HF_MODULES_CACHE": str(home)}
         settings = {"repo_id": script_push, "sentence": SENTENCE, "remote_code": remote_code}
         settings["logits_path"] = str(home / "logits.pt")
-        result = run_in_subprocess(LOAD_BY_REPO_ID, env, json.dumps(settings))
+        script = (WITHOUT_HF_BIRNN if remote_code else "import hf_birnn\n") + LOAD_BY_REPO_ID
+        result = run_in_subprocess(script, env, json.dumps(settings))
         assert result.returncode == 0, result.stderr[-3000:]
         return json.loads(result.stdout.strip().splitlines()[-1]), torch.load(settings["logits_path"])
 

@@ -28,7 +28,7 @@ from hf_birnn import (
     modeling_birnn,
 )
 from hf_birnn.modeling_birnn import length_groups
-from hf_birnn.testing_utils import pad_batch
+from hf_birnn.testing_utils import WITHOUT_HF_BIRNN, pad_batch
 
 ALL_MODEL_CLASSES = (BiRNNModel, BiRNNForTokenClassification, BiRNNForMaskedLM, BiRNNForSequenceClassification)
 CELL_TYPES = ("rnn", "gru", "lstm")
@@ -486,16 +486,8 @@ def test_loads_with_remote_code_where_hf_birnn_is_not_importable(tmp_path, teste
         model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits, tmp_path / "logits.pt"
     )
 
-    script = textwrap.dedent(
+    script = WITHOUT_HF_BIRNN + textwrap.dedent(
         f"""
-        import sys
-        sys.modules["hf_birnn"] = None  # make `import hf_birnn` fail, as where the package is not installed
-        try:
-            import hf_birnn
-        except ImportError:
-            pass
-        else:
-            raise SystemExit("hf_birnn was importable")
         import torch
         from transformers import AutoModelForTokenClassification
         model = AutoModelForTokenClassification.from_pretrained({str(tmp_path / "tagger")!r}, trust_remote_code=True)

@@ -2,6 +2,19 @@
 
 import torch
 
+# Python lines that make `import hf_birnn` fail in the process that runs them, as where the package is not
+# installed: a test script starts with them to prove that a saved folder loads from its own code.
+WITHOUT_HF_BIRNN = """
+import sys
+sys.modules["hf_birnn"] = None
+try:
+    import hf_birnn
+except ImportError:
+    pass
+else:
+    raise SystemExit("hf_birnn was importable")
+"""
+
 
 def pad_batch(rows: list[torch.Tensor], side: str, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
     """`input_ids` and `attention_mask` (len(rows), seq_len) of the id `rows`, padded with id 0 on `side`
