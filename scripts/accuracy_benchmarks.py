@@ -210,16 +210,11 @@ def versions() -> dict[str, str]:
 
 
 def collect_runs(output_dir: Path, name: str) -> list[dict]:
-    """One entry per finished run of `name`: its record (its load time measured now if it has none) and results."""
+    """One entry per finished run of `name`: its record and results."""
     runs = []
     for folder in sorted((output_dir / name).glob("seed-*")):
-        if not ((folder / "run.json").is_file() and (folder / "all_results.json").is_file()):
-            continue
-        record = json.loads((folder / "run.json").read_text())
-        if "load_seconds" not in record:
-            record["load_seconds"] = load_seconds(folder, TASKS[name])
-            (folder / "run.json").write_text(json.dumps(record, indent=2) + "\n")
-        runs.append({**record, "results": read_results(folder)})
+        if (folder / "run.json").is_file() and (folder / "all_results.json").is_file():
+            runs.append({**json.loads((folder / "run.json").read_text()), "results": read_results(folder)})
     return runs
 
 
@@ -250,8 +245,8 @@ def task_section(name: str, runs: list[dict]) -> list[str]:
     first_split, second_split = (f"{split} {task.metric}" for split in task.splits)
     lines += [f"| seeds | {first_split} | {second_split} | training time | saved size | pipeline load time |"]
     lines += ["| --- | ---: | ---: | ---: | ---: | ---: |"]
-    load_times = [run.get("load_seconds") for run in runs if run.get("load_seconds") is not None]
-    load_range = f"{min(load_times):.1f}–{max(load_times):.1f} s" if load_times else "–"
+    load_times = [run["load_seconds"] for run in runs]
+    load_range = f"{min(load_times):.1f}–{max(load_times):.1f} s"
     lines.append(
         f"| {len(runs)} (mean ± std) | {mean_and_spread(scores[task.splits[0]])} | "
         f"{mean_and_spread(scores[task.splits[1]])} | {time_range} | "
